@@ -52,9 +52,12 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=None, help="default: 256 on CPU, 512 on CUDA")
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--header", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else get_device()
     on_gpu = device.type == "cuda"
     size = args.size or ("gpt2" if on_gpu else "small")

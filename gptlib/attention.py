@@ -254,7 +254,7 @@ class MultiHeadAttention(nn.Module):
 
         # One new token at the end of the sequence may look at every cached key, so it needs
         # no causal mask at all. Otherwise causality is a triangle, shifted by the cache.
-        needs_causal = self.causal
+        needs_causal = self.causal and T > 1
         # Fast path: no extra mask and nothing cached -> let the kernel apply causality itself.
         kernel_is_causal = needs_causal and mask is None and past == 0
         if needs_causal and not kernel_is_causal:

@@ -19,6 +19,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from gptlib.model import GPT
+
 __all__ = ["apply_temperature", "top_k_filter", "top_p_filter", "sample_next", "generate"]
 
 
@@ -92,8 +94,6 @@ def sample_next(
 
 def _next_logits(model: nn.Module, context: torch.Tensor, kv_cache) -> torch.Tensor:
     """Logits ``(B, V)`` for the token after ``context``."""
-    from gptlib.model import GPT
-
     if isinstance(model, GPT):
         return model(context, kv_cache=kv_cache, last_only=True)[:, -1, :]
     return model(context, kv_cache=kv_cache)[:, -1, :]

@@ -114,7 +114,7 @@ def test_preset_trains_on_a_repeated_sequence(style):
         optimizer.step()
         losses.append(loss.item())
     assert losses[0] > 2.0  # ~ln(16) at init
-    assert losses[-1] < 0.5 * losses[0]
+    assert losses[-1] < 0.25 * losses[0]  # reaches ~0.2 in practice
 
 
 def test_configure_optimizer_decays_only_matrices():
