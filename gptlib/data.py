@@ -35,6 +35,7 @@ from typing import Callable
 import torch
 
 from gptlib.paths import cache_dir
+from gptlib.tasks import shakespeare_tasks
 from gptlib.tokenizer import ByteBPE, CharTokenizer, Tokenizer
 
 __all__ = [
@@ -352,6 +353,7 @@ def _shakespeare_bpe(val_fraction: float, seed: int, vocab_size: int | None) -> 
 DATASETS: dict[str, Callable[[float, int, int | None], DatasetParts]] = {
     "shakespeare_char": _shakespeare_char,
     "shakespeare_bpe": _shakespeare_bpe,
+    "shakespeare_tasks": shakespeare_tasks,  # task lines mixed into the plays (chapter 5, gptlib.tasks)
 }
 
 

@@ -111,11 +111,20 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # TOML and JSON give lists
+        # Values from TOML or the command line come typed by their spelling: "lr = 1" is an
+        # int, "--out_dir 2024" too. Convert to the declared type so the config is predictable.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
+            elif f.type == "str | None" and value is not None and not isinstance(value, str):
+                setattr(self, f.name, str(value))
         for name in ("max_iters", "batch_size", "block_size", "grad_accum_steps",
                      "eval_interval", "eval_iters", "log_interval"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < (0 if name == "max_iters" else 1):
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+            smallest = 0 if name == "max_iters" else 1
+            if not isinstance(value, int) or value < smallest:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= {smallest}, got {value!r}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) is larger than lr ({self.lr})")
 
@@ -160,11 +169,10 @@ def _check_key(key: str, valid: Mapping[str, Any], where: str) -> None:
         return
     close = difflib.get_close_matches(key, list(valid), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(
-        f"unknown setting {key!r} in {where}.{hint}\n"
-        f"Valid keys: {', '.join(sorted(valid))}\n"
-        "(and model.<field> for the [model] table, data.<field> for the [data] table)"
-    )
+    tables = "" if "table" in where else (
+        "\n(and model.<field> for the [model] table, data.<field> for the [data] table)")
+    raise ValueError(f"unknown setting {key!r} in {where}.{hint}\n"
+                     f"Valid keys: {', '.join(sorted(valid))}{tables}")
 
 
 def _model_fields() -> dict[str, Any]:
@@ -192,12 +200,7 @@ def _apply_override(values: dict[str, Any], key: str, value: Any) -> None:
     if key in ("model", "data") and isinstance(value, Mapping):
         values[key].update(value)
         return
-    types = _field_types()
-    _check_key(key, types, where="the overrides")
-    default = next(f for f in dataclasses.fields(TrainConfig) if f.name == key).default
-    # The CLI hands us ints where a float is meant ("--lr 1"): convert, so the config is typed.
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    _check_key(key, _field_types(), where="the overrides")
     values[key] = value
 
 
@@ -466,9 +469,11 @@ def _train(model, cfg, train_data, val_data, loss_fn, resume, callback, ddp: _Di
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum_steps * ddp.world_size
     start_iter, start_time = iter_num, time.perf_counter()
     side_time = 0.0  # seconds spent evaluating and checkpointing: left out of tokens/s
+    # A resumed run's clock continues where the checkpointed one stopped, for plots vs time.
+    time_offset = history[-1].get("time", 0.0) if history else 0.0
 
     def log(entry: dict[str, Any]) -> None:
-        entry["time"] = round(time.perf_counter() - start_time, 4)
+        entry["time"] = round(time_offset + time.perf_counter() - start_time, 4)
         history.append(entry)
         if callback is not None and ddp.is_main:
             callback(entry)
@@ -521,61 +526,62 @@ def _train(model, cfg, train_data, val_data, loss_fn, resume, callback, ddp: _Di
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.max_iters, initial=iter_num, desc="train", unit="it", dynamic_ncols=True)
 
-    raw_model.train()
-    loss_sum = torch.zeros((), device=device)  # summed on the device: no GPU sync per step
-    steps_in_sum, grad_norm = 0, None
-    while iter_num < cfg.max_iters:
-        lr = lr_at(iter_num, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    try:
+        raw_model.train()
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no GPU sync per step
+        steps_in_sum, grad_norm = 0, None
+        while iter_num < cfg.max_iters:
+            lr = lr_at(iter_num, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
-        for micro_step in range(cfg.grad_accum_steps):
-            batch = _draw(train_data, train_gen, cfg, device, ddp)
-            # DDP all-reduces gradients after every backward; during accumulation only the
-            # last micro-step's reduction is needed, so skip the others with no_sync().
-            last_micro = micro_step == cfg.grad_accum_steps - 1
-            sync = contextlib.nullcontext() if (last_micro or not ddp.enabled) else step_model.no_sync()
-            with sync:
-                with autocast(device, enabled=cfg.amp):
-                    loss = loss_fn(step_model, batch)
-                # Dividing by the number of micro-steps makes the summed gradients an average,
-                # so the effective learning rate does not depend on grad_accum_steps.
-                (loss / cfg.grad_accum_steps).backward()
-            loss_sum += loss.detach().float() / cfg.grad_accum_steps
+            for micro_step in range(cfg.grad_accum_steps):
+                batch = _draw(train_data, train_gen, cfg, device, ddp)
+                # DDP all-reduces gradients after every backward; during accumulation only the
+                # last micro-step's reduction is needed, so skip the others with no_sync().
+                last_micro = micro_step == cfg.grad_accum_steps - 1
+                sync = contextlib.nullcontext() if (last_micro or not ddp.enabled) else step_model.no_sync()
+                with sync:
+                    with autocast(device, enabled=cfg.amp):
+                        loss = loss_fn(step_model, batch)
+                    # Dividing by the number of micro-steps makes the summed gradients an average,
+                    # so the effective learning rate does not depend on grad_accum_steps.
+                    (loss / cfg.grad_accum_steps).backward()
+                loss_sum += loss.detach().float() / cfg.grad_accum_steps
 
-        if cfg.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)  # frees the gradient memory until next backward
-        iter_num += 1
-        steps_in_sum += 1
+            if cfg.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)  # frees the gradient memory until next backward
+            iter_num += 1
+            steps_in_sum += 1
 
-        is_last = iter_num == cfg.max_iters
-        eval_now = val_data is not None and (iter_num % cfg.eval_interval == 0 or is_last)
-        if iter_num % cfg.log_interval == 0 or eval_now or is_last:
-            if ddp.enabled:
-                dist.all_reduce(loss_sum)  # each process saw a different slice: average them
-                loss_sum /= ddp.world_size
-            entry = {"iter": iter_num, "lr": lr, "train_loss": loss_sum.item() / steps_in_sum}
-            if grad_norm is not None:
-                entry["grad_norm"] = float(grad_norm)
-            loss_sum.zero_()
-            steps_in_sum = 0
-            if eval_now:
-                evaluate(entry)
-            log(entry)
+            is_last = iter_num == cfg.max_iters
+            eval_now = val_data is not None and (iter_num % cfg.eval_interval == 0 or is_last)
+            if iter_num % cfg.log_interval == 0 or eval_now or is_last:
+                if ddp.enabled:
+                    dist.all_reduce(loss_sum)  # each process saw a different slice: average them
+                    loss_sum /= ddp.world_size
+                entry = {"iter": iter_num, "lr": lr, "train_loss": loss_sum.item() / steps_in_sum}
+                if grad_norm is not None:
+                    entry["grad_norm"] = float(grad_norm)
+                loss_sum.zero_()
+                steps_in_sum = 0
+                if eval_now:
+                    evaluate(entry)
+                log(entry)
+                if bar is not None:
+                    postfix = {"loss": f"{entry['train_loss']:.4f}", "lr": f"{lr:.2e}"}
+                    if best_val is not None:
+                        postfix["val"] = f"{history_last(history, 'val_loss'):.4f}"
+                    bar.set_postfix(postfix, refresh=False)
             if bar is not None:
-                postfix = {"loss": f"{entry['train_loss']:.4f}", "lr": f"{lr:.2e}"}
-                if best_val is not None:
-                    postfix["val"] = f"{history_last(history, 'val_loss'):.4f}"
-                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+            if out_dir is not None and (iter_num % ckpt_interval == 0 or is_last):
+                last_ckpt = save()
+    finally:
         if bar is not None:
-            bar.update(1)
-        if out_dir is not None and (iter_num % ckpt_interval == 0 or is_last):
-            last_ckpt = save()
-
-    if bar is not None:
-        bar.close()
+            bar.close()  # also when interrupted (Ctrl-C, an exception in a callback)
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # the GPU runs behind the Python loop: wait for it
     train_time = time.perf_counter() - loop_start - side_time
@@ -685,7 +691,11 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
         val = f"{result.final_val_loss:.4f}" if result.final_val_loss is not None else "n/a"
         print(f"final val loss {val} after {result.iters} iters, "
               f"{result.elapsed_s:.1f} s, {result.tokens_per_sec:,.0f} tokens/s")
-        print("rebuild with: python -m gptlib.train " + shlex.join(argv))
+        # Resuming reproduces an uninterrupted run exactly (on the CPU), so the command that
+        # rebuilds this model from scratch is the same one without --resume.
+        rebuild = [a for i, a in enumerate(argv)
+                   if not (a.startswith("--resume") or (i and argv[i - 1] == "--resume"))]
+        print("rebuild with: python -m gptlib.train " + shlex.join(rebuild))
     return result
 
 

@@ -10,6 +10,24 @@ os.environ.setdefault("GPTLIB_STATIC", "1")
 import pytest
 
 
+def threads_per_worker() -> int:
+    """CPU threads each test process may use: the cores shared out among pytest-xdist workers.
+
+    Two workers each running torch with every core oversubscribe the CPU, which makes the
+    whole run several times slower on a 2-core machine.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def pytest_configure(config):
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads_per_worker())
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip `@pytest.mark.cuda` tests on machines without a GPU (they run, not skip, on one)."""
     try:

@@ -14,6 +14,16 @@ from gptlib.checkpoint import (
 from gptlib.model import GPT, GPTConfig
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # These models are tiny: a second thread buys nothing, and on a busy machine OpenMP
+    # threads waiting for each other can make every step many times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_gpt(seed: int = 0, **overrides) -> GPT:
     torch.manual_seed(seed)
     kw = dict(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=16)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jupytext
 import pytest
+from conftest import threads_per_worker
 
 CHAPTERS = Path(__file__).resolve().parent.parent / "chapters"
 SOURCES = sorted(CHAPTERS.glob("[0-9][0-9]_*.md")) + [CHAPTERS / "_template.md"]
@@ -29,6 +30,7 @@ def test_chapter_runs(source: Path, tmp_path: Path):
     jupytext.write(notebook, ipynb)
     env = dict(os.environ, GPTLIB_FAST="1", GPTLIB_STATIC="1", PYTHONHASHSEED="0")
     env.pop("MPLBACKEND", None)  # the kernel must use its inline backend, as in JupyterLab
+    env.setdefault("OMP_NUM_THREADS", str(threads_per_worker()))
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "--current-env",

@@ -5,6 +5,10 @@ reader's function (or value) with a reference on fresh random inputs and, when t
 disagree, says *how* they disagree (shape, a wrong normalisation, a missing mask...),
 not just "wrong". Checkers raise :class:`CheckFailed` (an ``AssertionError``) so they
 work as notebook test cells and as nbgrader autograded tests alike.
+
+The general helpers and the preface's checker live here; each part of the book keeps its
+checkers in a submodule (``attention``, ``tokens``, ``finetune``, ``generation``), all
+re-exported below so that ``from gptlib.checks import check_x`` works for every exercise.
 """
 from __future__ import annotations
 
@@ -53,3 +57,10 @@ def check_softmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> str:
               "subtract the row maximum before exponentiating: exp(x - x.max(-1, keepdim=True)).")
     check_close(out_big, torch.softmax(big, -1), "softmax of large inputs", atol=1e-5)
     return "softmax: correct and numerically stable."
+
+
+# Checkers of the chapters, one submodule per part of the book (imported last: they use the helpers above).
+from gptlib.checks.attention import *  # noqa: E402,F401,F403  chapters 1-2
+from gptlib.checks.tokens import *  # noqa: E402,F401,F403  chapter 3
+from gptlib.checks.finetune import *  # noqa: E402,F401,F403  chapter 4
+from gptlib.checks.generation import *  # noqa: E402,F401,F403  chapter 5
