@@ -55,7 +55,8 @@ from safetensors.torch import load_file, save_file
 
 __all__ = [
     "CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_paths",
-    "save_model", "load_model", "load_state_dict_checked", "unwrap_model",
+    "save_model", "load_model", "load_state_dict_checked", "check_state_dict", "unwrap_model",
+    "CheckpointMismatchError",
     "encode_bytes_tensor", "decode_bytes_tensor",
 ]
 
@@ -178,33 +179,56 @@ def _shape(t: torch.Tensor | tuple) -> str:
     return str(tuple(t.shape if isinstance(t, torch.Tensor) else t))
 
 
-def load_state_dict_checked(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
-                            source: str = "checkpoint") -> None:
-    """``model.load_state_dict(state)``, after checking names and shapes tensor by tensor.
+class CheckpointMismatchError(CheckpointError):
+    """A state dict whose tensors do not fit the model (a different config or architecture)."""
+
+
+def _strip_compile_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # torch.compile wraps the model and prefixes every key with "_orig_mod.".
+    prefix = "_orig_mod."
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
+                     source: str = "checkpoint") -> None:
+    """Raise ``CheckpointMismatchError`` naming every tensor that is missing, unexpected or mis-shaped.
 
     PyTorch's own error for a shape mismatch is correct but buried in a long message; this
     one lists every problem, one line each, naming the tensor and both shapes.
     """
-    model = unwrap_model(model)
     expected = model.state_dict()
     problems = []
     for name, t in expected.items():
         if name not in state:
             problems.append(f"  {name}: missing from the {source} (model expects {_shape(t)})")
         elif tuple(state[name].shape) != tuple(t.shape):
-            problems.append(f"  {name}: {source} has shape {_shape(state[name])}, "
-                            f"model expects {_shape(t)}")
-    for name in state:
-        if name not in expected:
-            problems.append(f"  {name}: in the {source} ({_shape(state[name])}) but not in the model")
+            problems.append(f"  {name!r}: the {source} has shape {_shape(state[name])}, "
+                            f"the model expects {_shape(t)}")
+    unexpected = [name for name in state if name not in expected]
+    if unexpected:
+        problems.append(f"  not in the model: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
     if problems:
-        raise CheckpointError(
-            f"the {source} does not fit this model ({len(problems)} problem(s)):\n"
+        config = getattr(model, "config", None)
+        raise CheckpointMismatchError(
+            f"the {source} was made for a different config ({len(problems)} problem(s)):\n"
             + "\n".join(problems[:20])
             + ("\n  ..." if len(problems) > 20 else "")
-            + "\nWas it saved from a model with a different config?"
+            + (f"\n(the model was built with {config})" if config is not None else "")
+            + "\nBuild the model with the config saved alongside the checkpoint."
         )
-    model.load_state_dict(state, strict=True)
+
+
+def load_state_dict_checked(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
+                            source: str = "checkpoint") -> torch.nn.Module:
+    """``model.load_state_dict(state)`` after :func:`check_state_dict`; returns the model.
+
+    Accepts state dicts saved from ``torch.compile``-wrapped models (``_orig_mod.`` prefix).
+    """
+    model = unwrap_model(model)
+    state = _strip_compile_prefix(state)
+    check_state_dict(model, state, source)
+    torch.nn.Module.load_state_dict(model, state, strict=True)
+    return model
 
 
 def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -30,6 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptlib.attention import KVCache, MultiHeadAttention
+from gptlib.checkpoint import (
+    CheckpointMismatchError,
+    _strip_compile_prefix,
+    check_state_dict,
+    load_state_dict_checked,
+)
 
 __all__ = [
     "GPTConfig",
@@ -206,49 +212,8 @@ class Block(nn.Module):
 # ----------------------------------------------------------------------------- checkpoints
 
 
-class CheckpointMismatchError(RuntimeError):
-    """A state dict whose tensors do not fit the model (different config or architecture)."""
-
-
-def _strip_compile_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # torch.compile wraps the model and prefixes every key with "_orig_mod.".
-    prefix = "_orig_mod."
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
-
-
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Raise ``CheckpointMismatchError`` naming every tensor that is missing, unexpected or mis-shaped."""
-    expected = model.state_dict()
-    problems = []
-    for name, tensor in state_dict.items():
-        if name in expected and tuple(expected[name].shape) != tuple(tensor.shape):
-            problems.append(
-                f"tensor {name!r}: the model expects shape {tuple(expected[name].shape)}, "
-                f"the checkpoint has {tuple(tensor.shape)}"
-            )
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing:
-        problems.append(f"missing from the checkpoint: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-    if unexpected:
-        problems.append(f"not in the model: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
-    if problems:
-        hint = ""
-        config = getattr(model, "config", None)
-        if config is not None:
-            hint = f"\n(the model was built with {config})"
-        raise CheckpointMismatchError(
-            "checkpoint was made for a different config:\n  " + "\n  ".join(problems)
-            + hint + "\nBuild the model with the config saved alongside the checkpoint."
-        )
-
-
-def load_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """``model.load_state_dict(state_dict)`` with a readable error on any mismatch; returns ``model``."""
-    state_dict = _strip_compile_prefix(state_dict)
-    check_state_dict(model, state_dict)
-    nn.Module.load_state_dict(model, state_dict, strict=True)
-    return model
+# The shape-checked loader lives with the checkpoint code; re-exported here for convenience.
+load_checked = load_state_dict_checked
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
