@@ -86,7 +86,8 @@ notebooks: $(STAMP)
 
 lab: $(STAMP)
 	env $(LAB_FAST_ENV) GPTLIB_STATIC=0 $(BIN)/jupyter lab --notebook-dir=chapters \
-		--ServerApp.contents_manager_class=jupytext.TextFileContentsManager
+		--ServerApp.contents_manager_class=jupytext.TextFileContentsManager \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)
 	GPTLIB_FAST=0 $(BIN)/python benchmarks/bench_train.py
