@@ -8,14 +8,8 @@ from gptlib.heads import SequenceClassifier, pad_right, pool_hidden
 from gptlib.model import GPT, GPTConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: a second thread buys nothing, and on a busy machine OpenMP threads waiting
-    # for each other make every step many times slower (as in test_train.py).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one thread each (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_gpt(style: str = "gpt2", seed: int = 0) -> GPT:

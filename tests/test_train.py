@@ -22,14 +22,8 @@ from gptlib.train import TrainConfig, lr_at, main, parse_overrides, train
 VOCAB, BLOCK = 19, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These models are tiny: a second thread buys nothing, and on a busy machine OpenMP
-    # threads waiting for each other can make every step many times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one thread each (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_gpt(seed: int = 0, dropout: float = 0.0, **overrides) -> GPT:

@@ -5,6 +5,7 @@ import random
 from typing import Callable, Sequence
 
 from gptlib.checks import CheckFailed, _fail, check_close  # noqa: F401
+from gptlib.tokenizer import _merge_pair  # the reference the checker compares with
 
 __all__ = ["check_merge", "check_bpe_encode", "check_chinese_tokenizer"]
 
@@ -31,17 +32,6 @@ _ENGLISH = (
 )
 
 
-def _reference_merge(ids: Sequence[int], pair: Pair, new_id: int) -> list[int]:
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == tuple(pair):
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
 
 def check_merge(fn: Callable[[list[int], Pair, int], list[int]]) -> str:
     """``merge(ids, pair, new_id)``: every non-overlapping occurrence, scanned left to right."""
@@ -66,7 +56,7 @@ def check_merge(fn: Callable[[list[int], Pair, int], list[int]]) -> str:
         except Exception as err:  # noqa: BLE001 - report any crash to the reader
             _fail(f"merge({original}, {pair}, {new_id}) raised {type(err).__name__}: {err}",
                   "check the loop bounds: look at ids[i + 1] only when i + 1 < len(ids).")
-        expected = _reference_merge(original, pair, new_id)
+        expected = _merge_pair(original, pair, new_id)
         if not isinstance(got, list):
             _fail(f"merge returned {type(got).__name__}, expected a list of ints.")
         if got != expected:
