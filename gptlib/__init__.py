@@ -1,7 +1,8 @@
 """gptlib: the small library behind "GPT from attention to RLHF".
 
-One module per idea (see the book's appendix for the reference):
-device, attention, model, tokenizer, data, train, sampling, viz, checks.
+One module per idea: device, attention, model, checkpoint, tokenizer, data, train,
+sampling, heads (classification/reward heads), mlm (BERT-style masking), tasks (tasks
+written as text), viz, checks, paths.
 Importing the package is cheap: submodules are imported on first use.
 """
 from __future__ import annotations
@@ -11,8 +12,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "attention", "checks", "data", "device", "model", "sampling",
-    "tokenizer", "train", "viz",
+    "attention", "checkpoint", "checks", "data", "device", "heads", "mlm", "model", "paths",
+    "sampling", "tasks", "tokenizer", "train", "viz",
 }
 
 
