@@ -88,14 +88,11 @@ def check_attention_weights(fn: Callable[..., torch.Tensor]) -> str:
     return "attention_weights: correct, with and without a mask."
 
 
-def _gru_step_reference(x_t, h, gru):
+def _gru_parts(x_t, h, gru):
+    """The input and hidden contributions to PyTorch's GRU gates, each split into (r, z, n)."""
     gx = x_t @ gru.weight_ih_l0.T + gru.bias_ih_l0
     gh = h @ gru.weight_hh_l0.T + gru.bias_hh_l0
-    xr, xz, xn = gx.chunk(3, -1)
-    hr, hz, hn = gh.chunk(3, -1)
-    r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-    n = torch.tanh(xn + r * hn)
-    return (1 - z) * n + z * h
+    return gx.chunk(3, -1), gh.chunk(3, -1)
 
 
 def check_gru_step(fn: Callable[..., torch.Tensor]) -> str:
@@ -114,10 +111,7 @@ def check_gru_step(fn: Callable[..., torch.Tensor]) -> str:
     if err <= 1e-5:
         return "gru_step: agrees with torch.nn.GRU."
     with torch.no_grad():
-        gx = x_t @ gru.weight_ih_l0.T + gru.bias_ih_l0
-        gh = h @ gru.weight_hh_l0.T + gru.bias_hh_l0
-        xr, xz, xn = gx.chunk(3, -1)
-        hr, hz, hn = gh.chunk(3, -1)
+        (xr, xz, xn), (hr, hz, hn) = _gru_parts(x_t, h, gru)
         r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
         n = torch.tanh(xn + r * hn)
         swapped = z * n + (1 - z) * h  # the two terms of the interpolation exchanged
