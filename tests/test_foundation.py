@@ -147,3 +147,18 @@ def test_environment_yml_mirrors_pyproject():
     env_lines = {line.strip().lstrip("- ").strip() for line in (root / "environment.yml").read_text().splitlines()}
     missing = sorted(d for d in wanted if d not in env_lines and not d.startswith("torch>="))
     assert not missing, f"environment.yml lacks {missing} (keep it in step with pyproject.toml)"
+
+
+def test_glossary_terms_appear_in_their_chapter():
+    """book/terms.yml is the glossary's source: each Chinese term must really be in its chapter."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    terms = yaml.safe_load((root / "book" / "terms.yml").read_text(encoding="utf-8"))
+    assert len(terms) >= 30
+    for term in terms:
+        chapter = (root / "chapters" / f"{term['chapter']}.md").read_text(encoding="utf-8")
+        first_zh = term["zh"].split(" / ")[0]
+        assert first_zh in chapter, f"{term['zh']} ({term['en']}) not found in {term['chapter']}.md"
