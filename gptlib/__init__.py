@@ -12,7 +12,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "attention", "checkpoint", "checks", "data", "device", "heads", "mlm", "model", "paths",
+    "attention", "checkpoint", "checks", "data", "device", "heads", "mlm", "model", "passk", "paths",
     "sampling", "tasks", "tokenizer", "train", "viz",
 }
 
