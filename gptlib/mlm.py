@@ -115,6 +115,8 @@ def make_bidirectional(model: nn.Module) -> nn.Module:
             n += 1
     if n == 0:
         raise ValueError("make_bidirectional: the model has no gptlib MultiHeadAttention layer.")
+    if hasattr(getattr(model, "config", None), "causal"):
+        model.config.causal = False  # keep the config truthful: it is saved with checkpoints
     return model
 
 
@@ -124,9 +126,12 @@ def masked_lm(config) -> nn.Module:
     ``config.vocab_size`` must already count the ``[MASK]`` token (the tokenizer's size + 1,
     with ``mask_id = tokenizer.vocab_size``).
     """
+    from dataclasses import replace
+
     from gptlib.model import GPT
 
-    return make_bidirectional(GPT(config))
+    # The config records the bidirectionality, so a saved masked LM reloads as one.
+    return GPT(replace(config, causal=False))
 
 
 # ----------------------------------------------------------------------------- blank filling

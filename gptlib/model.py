@@ -66,6 +66,8 @@ class GPTConfig:
     ``block_size`` is the context length (number of learned positions); ``tie_weights``
     shares the token-embedding matrix with the output layer (both map between token ids
     and ``n_embd``-dimensional vectors, and sharing saves ``vocab_size * n_embd`` parameters).
+    ``causal=False`` lets every position attend to every other (a BERT-style masked LM,
+    chapter 2); such a model cannot generate text left to right.
     """
 
     vocab_size: int
@@ -78,6 +80,7 @@ class GPTConfig:
     style: Literal["gpt1", "gpt2"] = "gpt2"
     tie_weights: bool = True
     layer_norm_eps: float = 1e-5
+    causal: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -183,7 +186,8 @@ class Block(nn.Module):
         super().__init__()
         self.pre_ln = config.style == "gpt2"
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
-        self.attn = MultiHeadAttention(config.n_embd, config.n_head, config.dropout, config.bias, causal=True)
+        self.attn = MultiHeadAttention(config.n_embd, config.n_head, config.dropout, config.bias,
+                                       causal=config.causal)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
 

@@ -147,6 +147,10 @@ def generate(
     """
     if idx.dim() != 2:
         raise ValueError(f"idx must be (batch, time) token ids, got shape {tuple(idx.shape)}.")
+    if not getattr(model.config, "causal", True):
+        raise ValueError("generate() needs a causal model: this one attends in both directions "
+                         "(a masked LM, GPTConfig(causal=False)), so it was never trained to predict "
+                         "the next token. Fill blanks with gptlib.mlm instead.")
     block_size = model.config.block_size
     B, T0 = idx.shape
     stop = [list(s) for s in stop] if stop else []

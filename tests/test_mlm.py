@@ -158,3 +158,23 @@ def test_mlm_trains_with_the_default_loop():
     acc = (fill_blanks_mlm(bert, windows, pos, 7) == windows[torch.arange(20), pos]).float().mean()
     assert result.final_val_loss < result.history[0]["val_loss"]
     assert acc > 0.9
+
+
+def test_a_saved_masked_lm_reloads_bidirectional_and_refuses_to_generate(tmp_path):
+    from gptlib.checkpoint import load_model, save_model
+    from gptlib.sampling import generate
+
+    bert = masked_lm(_tiny())
+    assert bert.config.causal is False
+    save_model(tmp_path / "bert.safetensors", bert)
+    again = load_model(tmp_path / "bert.safetensors")
+    assert again.config.causal is False
+    x = torch.randint(0, again.config.vocab_size, (1, 8))
+    bert.eval()
+    torch.testing.assert_close(again(x), bert(x))
+    # position 0 sees the future: changing the last token changes the first position's logits
+    y = x.clone()
+    y[0, -1] = (y[0, -1] + 1) % again.config.vocab_size
+    assert not torch.allclose(again(x)[0, 0], again(y)[0, 0])
+    with pytest.raises(ValueError, match="needs a causal model"):
+        generate(again, x, 3)
