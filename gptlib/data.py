@@ -368,6 +368,8 @@ def train_val_tokens(
     ``"shakespeare_char"``: one id per character (about 80 symbols), plays split by title.
     ``"shakespeare_bpe"``: a byte-level BPE with ``vocab_size`` ids (default 1024), trained
     on the training plays and cached.
+    ``"shakespeare_tasks"``: the character corpus with task lines ("reverse: abc = cba")
+    mixed in, chapter 5's pre-training data (see :mod:`gptlib.tasks`).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
