@@ -41,6 +41,10 @@ def test_chapter_runs(source: Path, tmp_path: Path):
     elapsed = time.perf_counter() - start
     print(f"{source.name}: {elapsed:.1f} s in fast mode")
     assert proc.returncode == 0, f"{source.name} failed under nbval:\n{proc.stdout[-20000:]}\n{proc.stderr[-5000:]}"
+    # A chapter must not litter its working directory (e.g. a training run writing checkpoints
+    # relative to it: in the site build that directory is chapters/).
+    left = sorted(p.name for p in tmp_path.iterdir() if p != ipynb and not p.name.startswith("."))
+    assert not left, f"{source.name} wrote {left} into its working directory"
 
 
 def test_solution_cells_are_hidden_on_the_site():
