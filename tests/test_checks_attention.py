@@ -58,12 +58,18 @@ def test_attention_weights_names_an_inverted_mask():
 # ----------------------------------------------------------------------------- GRU step
 
 
-def gru_ok(x_t, h, gru):
+def gates(x_t, h, gru):
+    """A reader's own gate computation (written independently of the checker's reference)."""
     gx = x_t @ gru.weight_ih_l0.T + gru.bias_ih_l0
     gh = h @ gru.weight_hh_l0.T + gru.bias_hh_l0
     xr, xz, xn = gx.chunk(3, -1)
     hr, hz, hn = gh.chunk(3, -1)
     r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+    return r, z, xn, hn
+
+
+def gru_ok(x_t, h, gru):
+    r, z, xn, hn = gates(x_t, h, gru)
     return (1 - z) * torch.tanh(xn + r * hn) + z * h
 
 
@@ -73,11 +79,7 @@ def test_gru_step_accepts_correct():
 
 def test_gru_step_rejects_swapped_interpolation():
     def wrong(x_t, h, gru):
-        gx = x_t @ gru.weight_ih_l0.T + gru.bias_ih_l0
-        gh = h @ gru.weight_hh_l0.T + gru.bias_hh_l0
-        xr, xz, xn = gx.chunk(3, -1)
-        hr, hz, hn = gh.chunk(3, -1)
-        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        r, z, xn, hn = gates(x_t, h, gru)
         return z * torch.tanh(xn + r * hn) + (1 - z) * h
 
     with pytest.raises(CheckFailed, match="wrong way round"):
@@ -86,11 +88,7 @@ def test_gru_step_rejects_swapped_interpolation():
 
 def test_gru_step_rejects_gate_order():
     def wrong(x_t, h, gru):
-        gx = x_t @ gru.weight_ih_l0.T + gru.bias_ih_l0
-        gh = h @ gru.weight_hh_l0.T + gru.bias_hh_l0
-        xz, xr, xn = gx.chunk(3, -1)  # r and z exchanged
-        hz, hr, hn = gh.chunk(3, -1)
-        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        z, r, xn, hn = gates(x_t, h, gru)  # r and z exchanged
         return (1 - z) * torch.tanh(xn + r * hn) + z * h
 
     with pytest.raises(CheckFailed, match="swapped"):
@@ -100,11 +98,7 @@ def test_gru_step_rejects_gate_order():
 def test_gru_step_rejects_reset_before_matmul():
     def wrong(x_t, h, gru):
         H = h.size(-1)
-        gx = x_t @ gru.weight_ih_l0.T + gru.bias_ih_l0
-        gh = h @ gru.weight_hh_l0.T + gru.bias_hh_l0
-        xr, xz, xn = gx.chunk(3, -1)
-        hr, hz, _ = gh.chunk(3, -1)
-        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        r, z, xn, _ = gates(x_t, h, gru)
         n = torch.tanh(xn + (r * h) @ gru.weight_hh_l0[2 * H:].T + gru.bias_hh_l0[2 * H:])
         return (1 - z) * n + z * h
 
