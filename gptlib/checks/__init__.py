@@ -64,3 +64,9 @@ from gptlib.checks.attention import *  # noqa: E402,F401,F403  chapters 1-2
 from gptlib.checks.tokens import *  # noqa: E402,F401,F403  chapter 3
 from gptlib.checks.finetune import *  # noqa: E402,F401,F403  chapter 4
 from gptlib.checks.generation import *  # noqa: E402,F401,F403  chapter 5
+from gptlib.checks.icl import *  # noqa: E402,F401,F403  chapter 6
+from gptlib.checks.corpus import *  # noqa: E402,F401,F403  chapter 7
+from gptlib.checks.codex import *  # noqa: E402,F401,F403  chapters 8-9
+from gptlib.checks.embeddings import *  # noqa: E402,F401,F403  chapter 10
+from gptlib.checks.alignment import *  # noqa: E402,F401,F403  chapters 11-14
+from gptlib.checks.compress import *  # noqa: E402,F401,F403  chapter 15
