@@ -2,7 +2,9 @@
 
 One module per idea: device, attention, model, checkpoint, tokenizer, data, train,
 sampling, heads (classification/reward heads), mlm (BERT-style masking), tasks (tasks
-written as text), viz, checks, paths.
+written as text), icl (in-context learning), codex (pass@k and a sandbox for untrusted code),
+embeddings (contrastive encoders and retrieval), rlhf (SFT, reward model, PPO, DPO),
+compress (quantization and pruning), viz, checks, paths.
 Importing the package is cheap: submodules are imported on first use.
 """
 from __future__ import annotations
@@ -12,8 +14,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "attention", "checkpoint", "checks", "data", "device", "heads", "mlm", "model", "passk", "paths",
-    "sampling", "tasks", "tokenizer", "train", "viz",
+    "attention", "checkpoint", "checks", "codex", "compress", "data", "device", "embeddings", "heads",
+    "icl", "mlm", "model", "passk", "paths", "rlhf", "sampling", "tasks", "tokenizer", "train", "viz",
 }
 
 
