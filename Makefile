@@ -27,7 +27,7 @@ export GPTLIB_FAST ?= 1
 export GPTLIB_STATIC ?= 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install book test test-unit test-notebooks test-site lab notebooks chromium clean bench
+.PHONY: install book test test-unit test-notebooks test-site lab notebooks chromium clean bench student grade
 
 install: $(STAMP)
 
@@ -89,9 +89,19 @@ lab: $(STAMP)
 		--ServerApp.contents_manager_class=jupytext.TextFileContentsManager \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
+# The classroom kit (nbgrader): `make student` writes the student edition of every chapter to
+# classroom/release/<chapter>/ (solutions replaced by stubs, checker cells autograded);
+# `make grade NB=path/to/00_preface.ipynb STUDENT=ada` autogrades a filled-in notebook.
+student: $(STAMP)
+	$(BIN)/python scripts/classroom.py student $(CHAPTERS)
+
+grade: $(STAMP)
+	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/NN_chapter.ipynb [STUDENT=name]"; exit 2; }
+	$(BIN)/python scripts/classroom.py grade "$(NB)" --student "$(or $(STUDENT),student)"
+
 bench: $(STAMP)
 	GPTLIB_FAST=0 $(BIN)/python benchmarks/bench_train.py
 	GPTLIB_FAST=0 $(BIN)/python benchmarks/bench_generate.py
 
 clean:
-	rm -rf book/_build chapters/*.ipynb
+	rm -rf book/_build chapters/*.ipynb classroom

@@ -20,7 +20,9 @@ Two benchmarks share that format:
 """
 from __future__ import annotations
 
+import json
 import random
+import sys
 from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from gptlib.passk import (HumanEvalProblem, MalformedSampleError, build_program,
 from gptlib.sandbox import ExecutionResult, execute, execute_many
 
 __all__ = ["STOP_SEQUENCES", "truncate_at_stop", "SampleResult", "evaluate_completions", "pass_at_k_table",
+           "sample_completions", "code_tokenizer", "to_code_symbols", "code_training_text",
            "simple_problems", "simple_corpus", "pass_at_k", "naive_pass_at_k", "mean_pass_at_k",
            "HumanEvalProblem", "MalformedSampleError", "load_humaneval", "build_program", "counts_by_task",
            "ExecutionResult", "execute", "execute_many"]
@@ -58,7 +61,11 @@ class SampleResult:
 def evaluate_completions(problems: Sequence[HumanEvalProblem], samples: Sequence[tuple[str, str]],
                          timeout: float = 5.0, workers: int | None = None,
                          progress: bool = True) -> list[SampleResult]:
-    """Run every ``(task_id, completion)`` against its problem's tests in the sandbox."""
+    """Run every ``(task_id, completion)`` against its problem's tests in the sandbox.
+
+    Identical programs are executed once and share the verdict (at low temperature most
+    samples are the same text, so this saves most of the work).
+    """
     by_id = {p.task_id: p for p in problems}
     programs = []
     for i, sample in enumerate(samples):
@@ -69,8 +76,38 @@ def evaluate_completions(problems: Sequence[HumanEvalProblem], samples: Sequence
             raise MalformedSampleError(f"sample {i}: unknown task_id {task_id!r}; known ids look like "
                                        f"{next(iter(by_id), '<none>')!r}.")
         programs.append(build_program(by_id[task_id], completion))
-    results = execute_many(programs, timeout=timeout, workers=workers, progress=progress)
-    return [SampleResult(t, c, r) for (t, c), r in zip(samples, results)]
+    unique = list(dict.fromkeys(programs))
+    verdicts = dict(zip(unique, execute_many(unique, timeout=timeout, workers=workers, progress=progress)))
+    return [SampleResult(t, c, verdicts[prog]) for (t, c), prog in zip(samples, programs)]
+
+
+def sample_completions(model, tokenizer, problems: Sequence[HumanEvalProblem], n: int, *,
+                       temperature: float = 0.8, top_p: float | None = 0.95, max_new_tokens: int = 96,
+                       seed: int = 0, progress: bool = True) -> list[tuple[str, str]]:
+    """``n`` sampled completions per problem (nucleus sampling, Codex's stop sequences).
+
+    Returns ``(task_id, completion)`` pairs, ``n`` per problem, in problem order. Prompts are
+    mapped to the tokenizer's symbols (:func:`to_code_symbols` for the code tokenizer); a
+    prompt longer than the model's context keeps its last ``block_size`` tokens.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from gptlib.sampling import generate
+
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    stop = [tokenizer.encode(s) for s in STOP_SEQUENCES]
+    newline = tokenizer.encode("\n")[0]  # rows that stopped early are padded with newlines
+    samples = []
+    for problem in tqdm(problems, desc=f"sampling T={temperature}", disable=not progress, leave=False):
+        ids = torch.tensor([tokenizer.encode(to_code_symbols(problem.prompt))] * n, device=device)
+        with torch.no_grad():
+            out = generate(model, ids, max_new_tokens, temperature=temperature, top_p=top_p, stop=stop,
+                           pad_token=newline, generator=generator)
+        for row in out[:, ids.shape[1]:].tolist():
+            samples.append((problem.task_id, truncate_at_stop(tokenizer.decode(row)).rstrip("\n") + "\n"))
+    return samples
 
 
 def pass_at_k_table(results: Sequence[SampleResult], ks: Sequence[int] = (1, 10, 100),
@@ -208,29 +245,13 @@ def code_training_text(stdlib_chars: int, simple_share: float = 0.25, seed: int 
     return "\n\n".join(m for m in mixed if m)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m gptlib.codex train [--out DIR] [--iters N] ...``: train the chapter-8 model."""
-    import argparse
-
+def _train(args) -> None:
     import torch
 
     from gptlib.checkpoint import save_model
     from gptlib.device import seed_everything
     from gptlib.model import GPT, GPTConfig
     from gptlib.train import TrainConfig, train
-
-    parser = argparse.ArgumentParser(prog="python -m gptlib.codex", description=main.__doc__)
-    parser.add_argument("command", choices=["train"])
-    parser.add_argument("--out", default="assets/codex_small")
-    parser.add_argument("--iters", type=int, default=2500)
-    parser.add_argument("--stdlib-chars", type=int, default=1_500_000)
-    parser.add_argument("--n-layer", type=int, default=3)
-    parser.add_argument("--n-embd", type=int, default=96)
-    parser.add_argument("--block-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--simple-share", type=float, default=0.3)
-    parser.add_argument("--device", default=None)
-    args = parser.parse_args(argv)
 
     seed_everything(0)
     tok = code_tokenizer()
@@ -240,14 +261,78 @@ def main(argv: Sequence[str] | None = None) -> None:
                        n_head=4, n_embd=args.n_embd, style="gpt2", dropout=0.0)
     model = GPT(config)
     cfg = TrainConfig(max_iters=args.iters, batch_size=args.batch_size, block_size=args.block_size,
-                      lr=2e-3, min_lr=2e-4, warmup_iters=100, eval_interval=500, eval_iters=20,
+                      lr=2e-3, min_lr=2e-4, warmup_iters=100, eval_interval=250, eval_iters=20,
                       device=args.device)
     result = train(model, cfg, ids[:split], ids[split:])
     out = Path(args.out)
     tok.save(out / "tokenizer.json")
     save_model(out / "model.safetensors", result.model)
-    print(f"{model.num_params():,} parameters, val loss {result.final_val_loss:.3f}, "
+    history = {"command": "python -m gptlib.codex " + " ".join(sys.argv[1:]), "history": result.history,
+               "params": result.model.num_params(), "seconds": result.elapsed_s}
+    (out / "history.json").write_text(json.dumps(history))
+    print(f"{result.model.num_params():,} parameters, val loss {result.final_val_loss:.3f}, "
           f"{result.elapsed_s:.0f} s; saved to {out}")
+
+
+def _evaluate(args) -> None:
+    import time
+
+    from gptlib.checkpoint import load_model
+    from gptlib.device import describe, get_device
+    from gptlib.tokenizer import load_tokenizer
+
+    start = time.perf_counter()
+    model = load_model(Path(args.model) / "model.safetensors", device=get_device())
+    tok = load_tokenizer(Path(args.model) / "tokenizer.json")
+    report = {"command": "python -m gptlib.codex " + " ".join(sys.argv[1:]), "device": describe(),
+              "simple": {}, "humaneval": {}}
+    for name, problems, n in (("simple", simple_problems("test"), args.n_simple),
+                              ("humaneval", load_humaneval(), args.n_humaneval)):
+        if not n:
+            continue
+        for temperature in args.temperatures:
+            samples = sample_completions(model, tok, problems, n, temperature=temperature, seed=args.seed)
+            results = evaluate_completions(problems, samples)
+            counts = counts_by_task([(r.task_id, r.passed) for r in results])
+            ks = [k for k in (1, 10, 100) if k <= n]
+            report[name][str(temperature)] = {
+                "n": n, "counts": counts, "pass@k": pass_at_k_table(results, ks),
+                "naive": pass_at_k_table(results, ks, naive=True),
+                "examples": [(r.task_id, r.completion, r.result.status) for r in results[:: max(1, n // 2)]][:60],
+            }
+            print(name, temperature, report[name][str(temperature)]["pass@k"], flush=True)
+    report["seconds"] = time.perf_counter() - start
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out} in {report['seconds']:.0f} s")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m gptlib.codex train|evaluate ...``: train chapter 8's model, or score it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m gptlib.codex", description=main.__doc__)
+    parser.add_argument("command", choices=["train", "evaluate"])
+    parser.add_argument("--out", default=None, help="train: a directory; evaluate: a JSON file")
+    parser.add_argument("--iters", type=int, default=1500)
+    parser.add_argument("--stdlib-chars", type=int, default=1_500_000)
+    parser.add_argument("--simple-share", type=float, default=0.5)
+    parser.add_argument("--n-layer", type=int, default=3)
+    parser.add_argument("--n-embd", type=int, default=96)
+    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--model", default="assets/codex_small")
+    parser.add_argument("--n-simple", type=int, default=100)
+    parser.add_argument("--n-humaneval", type=int, default=20)
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.2, 0.6, 0.8])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        args.out = args.out or "assets/codex_small"
+        _train(args)
+    else:
+        args.out = args.out or str(Path(args.model) / "passk.json")
+        _evaluate(args)
 
 
 if __name__ == "__main__":

@@ -70,3 +70,23 @@ from gptlib.checks.codex import *  # noqa: E402,F401,F403  chapters 8-9
 from gptlib.checks.embeddings import *  # noqa: E402,F401,F403  chapter 10
 from gptlib.checks.alignment import *  # noqa: E402,F401,F403  chapters 11-14
 from gptlib.checks.compress import *  # noqa: E402,F401,F403  chapter 15
+
+
+def _explain_unwritten(check):
+    """Wrap a checker: a function still raising NotImplementedError (the stub of the student
+    edition, see scripts/classroom.py) gets a message saying so, not a traceback."""
+    import functools
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        try:
+            return check(*args, **kwargs)
+        except NotImplementedError:
+            _fail("your function is not written yet: it still raises NotImplementedError.",
+                  "replace `raise NotImplementedError()` with your code, run that cell, then this one.")
+
+    return wrapper
+
+
+for _name in [n for n in list(globals()) if n.startswith("check_") and callable(globals()[n])]:
+    globals()[_name] = _explain_unwritten(globals()[_name])
