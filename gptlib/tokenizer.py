@@ -378,7 +378,7 @@ class ByteBPE:
     def encode(self, text: str, allow_special: bool = True) -> list[int]:
         """Text -> ids. Special tokens in ``text`` become their single id.
 
-        Pass ``allow_special=False`` for untrusted text: then "<|endoftext|>" typed by a user
+        Pass ``allow_special=False`` for untrusted text: then ``"<|endoftext|>"`` typed by a user
         is encoded as ordinary characters and cannot forge a document boundary.
         """
         if not (allow_special and self._special_splitter):
