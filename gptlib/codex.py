@@ -82,13 +82,15 @@ def evaluate_completions(problems: Sequence[HumanEvalProblem], samples: Sequence
 
 
 def sample_completions(model, tokenizer, problems: Sequence[HumanEvalProblem], n: int, *,
-                       temperature: float = 0.8, top_p: float | None = 0.95, max_new_tokens: int = 96,
+                       temperature: float = 0.8, top_p: float | None = 0.95, max_new_tokens: int = 64,
                        seed: int = 0, progress: bool = True) -> list[tuple[str, str]]:
     """``n`` sampled completions per problem (nucleus sampling, Codex's stop sequences).
 
     Returns ``(task_id, completion)`` pairs, ``n`` per problem, in problem order. Prompts are
-    mapped to the tokenizer's symbols (:func:`to_code_symbols` for the code tokenizer); a
-    prompt longer than the model's context keeps its last ``block_size`` tokens.
+    mapped to the tokenizer's symbols (:func:`to_code_symbols` for the code tokenizer). A
+    prompt too long to leave ``max_new_tokens`` of room in the model's context keeps only its
+    last ``block_size - max_new_tokens`` tokens: the model could not see more of it anyway
+    while writing, and this way every step runs with the KV cache.
     """
     import torch
     from tqdm.auto import tqdm
@@ -101,7 +103,8 @@ def sample_completions(model, tokenizer, problems: Sequence[HumanEvalProblem], n
     newline = tokenizer.encode("\n")[0]  # rows that stopped early are padded with newlines
     samples = []
     for problem in tqdm(problems, desc=f"sampling T={temperature}", disable=not progress, leave=False):
-        ids = torch.tensor([tokenizer.encode(to_code_symbols(problem.prompt))] * n, device=device)
+        room = max(1, model.config.block_size - max_new_tokens)
+        ids = torch.tensor([tokenizer.encode(to_code_symbols(problem.prompt))[-room:]] * n, device=device)
         with torch.no_grad():
             out = generate(model, ids, max_new_tokens, temperature=temperature, top_p=top_p, stop=stop,
                            pad_token=newline, generator=generator)
@@ -156,18 +159,21 @@ def _test_inputs(kind: str, rng: random.Random) -> list:
 def simple_problems(split: str = "test", n: int | None = None, seed: int = 0) -> list[HumanEvalProblem]:
     """Seeded HumanEval-format problems: one template per line, a constant 0..10 per problem.
 
-    The constants are split by template so the test split never appears in the train split:
-    for each template, constants 2, 5 and 9 are test, the rest train. ``n`` keeps the first
-    ``n`` (in a seeded shuffled order).
+    For each template, three of its constants (drawn with a fixed seed, different for each
+    template) are test problems and the others train. Every digit therefore appears in some
+    training body, but never with the template and name of a test problem: to pass, a model
+    has to read the constant from the docstring. ``n`` keeps the first ``n`` problems in a
+    seeded shuffled order.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
     rng = random.Random(f"simple-problems-{seed}")
     problems = []
     for t, (name_t, doc_t, body_t, kind, ref) in enumerate(_TEMPLATES):
-        for number in range(11):
-            is_test = number in (2, 5, 9)
-            if is_test != (split == "test") or (number == 0 and "%" in body_t):  # no x % 0
+        valid = [k for k in range(11) if not (k == 0 and "%" in body_t)]  # no x % 0
+        test_numbers = set(random.Random(f"simple-split-{t}").sample(valid, 3))
+        for number in valid:
+            if (number in test_numbers) != (split == "test"):
                 continue
             word = _NUMBER_WORDS[number]
             name, arg = name_t.format(w=word), _ARG[kind]
@@ -286,12 +292,16 @@ def _evaluate(args) -> None:
     tok = load_tokenizer(Path(args.model) / "tokenizer.json")
     report = {"command": "python -m gptlib.codex " + " ".join(sys.argv[1:]), "device": describe(),
               "simple": {}, "humaneval": {}}
-    for name, problems, n in (("simple", simple_problems("test"), args.n_simple),
-                              ("humaneval", load_humaneval(), args.n_humaneval)):
+    # New-token budgets: a one-line body needs few; HumanEval bodies get more (the rest of the
+    # context window, 128 characters for the chapter's model, holds the end of the prompt).
+    for name, problems, n, temperatures, new_tokens in (
+            ("simple", simple_problems("test"), args.n_simple, args.temperatures, 48),
+            ("humaneval", load_humaneval(), args.n_humaneval, args.humaneval_temperatures, 64)):
         if not n:
             continue
-        for temperature in args.temperatures:
-            samples = sample_completions(model, tok, problems, n, temperature=temperature, seed=args.seed)
+        for temperature in temperatures:
+            samples = sample_completions(model, tok, problems, n, temperature=temperature, seed=args.seed,
+                                         max_new_tokens=new_tokens)
             results = evaluate_completions(problems, samples)
             counts = counts_by_task([(r.task_id, r.passed) for r in results])
             ks = [k for k in (1, 10, 100) if k <= n]
@@ -325,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--n-simple", type=int, default=100)
     parser.add_argument("--n-humaneval", type=int, default=20)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.2, 0.6, 0.8])
+    parser.add_argument("--humaneval-temperatures", type=float, nargs="+", default=[0.8])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "train":
