@@ -536,7 +536,7 @@ def shingles(source: str, k: int = 5) -> set[tuple[str, ...]]:
 
 
 def jaccard(a: set, b: set) -> float:
-    """|A ∩ B| / |A ∪ B|; 1.0 for two empty sets."""
+    """``|A ∩ B| / |A ∪ B|``; 1.0 for two empty sets."""
     if not a and not b:
         return 1.0
     return len(a & b) / len(a | b)

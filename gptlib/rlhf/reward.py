@@ -144,7 +144,7 @@ def rm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
 @torch.no_grad()
 def score_responses(rm: torch.nn.Module, tokenizer, prompts: Sequence, responses: Sequence[str],
                     batch_size: int = 128) -> torch.Tensor:
-    """``(B,)`` rewards of (prompt, response) pairs; prompts are formatted strings or ``Prompt``s."""
+    """``(B,)`` rewards of (prompt, response) pairs; prompts are formatted strings or ``Prompt`` objects."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses.")
     if len(prompts) == 0:
