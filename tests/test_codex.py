@@ -52,7 +52,7 @@ def test_simple_benchmark_is_solvable_and_split_cleanly():
     wrong = evaluate_completions(test, [(p.task_id, "    return 0\n") for p in test], progress=False)
     assert sum(r.passed for r in wrong) <= 3  # a constant answer passes almost nothing
     assert simple_problems("test", seed=0) == simple_problems("test", seed=0)
-    assert "def add_one(x):" in simple_corpus()
+    assert all(p.prompt + p.canonical_solution in simple_corpus() for p in train)
 
 
 def test_truncate_at_stop_cuts_at_the_first_top_level_line():

@@ -8,6 +8,7 @@ program does pass, so these tests cannot succeed merely because everything fails
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -31,29 +32,46 @@ def run(source: str, **kwargs):
     return result
 
 
-def leftover_sandbox_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("gptlib-sandbox-*")}
+def processes_inside(base: Path) -> list[str]:
+    """Live processes whose working directory is under ``base`` (every sandboxed program's is).
 
-
-def sandbox_processes() -> list[str]:
-    """Runners still alive, or anything running as `nobody` (what a dropped program runs as)."""
-    out = subprocess.run(["ps", "-eo", "stat=,uid=,args="], capture_output=True, text=True).stdout
-    alive = [line.split(None, 1)[1] for line in out.splitlines() if not line.startswith("Z")]  # zombies are dead
-    return [line for line in alive if "SandboxIsolation" in line or line.split(None, 1)[0] == "65534"]
+    Looking at working directories, not user ids, keeps this test independent of other
+    sandboxes running at the same time (another pytest worker, a chapter)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cwd.startswith(str(base)) and state != "Z":  # zombies are already dead
+            found.append(f"{proc.name}: {cmdline[:80]}")
+    return found
 
 
 LAYERS = execute("pass", timeout=10).isolation  # which kernel layers this machine gives us
 
 
 @pytest.fixture(autouse=True)
-def host_is_left_unchanged():
-    dirs_before = leftover_sandbox_dirs()
-    yield
-    assert leftover_sandbox_dirs() <= dirs_before, "the sandbox left a temporary directory behind"
-    deadline = time.monotonic() + 2.0  # a SIGKILLed process may take a moment to be torn down
-    while sandbox_processes() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not sandbox_processes(), f"processes survived the sandbox: {sandbox_processes()}"
+def host_is_left_unchanged(monkeypatch):
+    """Each test's sandboxes live under a fresh folder; afterwards it must be empty and no
+    process may still be running in it."""
+    base = Path(tempfile.mkdtemp(prefix="sandbox-test-"))
+    base.chmod(0o755)  # `nobody` must be able to reach its working directory
+    monkeypatch.setattr(tempfile, "tempdir", str(base))
+    try:
+        yield
+        deadline = time.monotonic() + 2.0  # a SIGKILLed process may take a moment to be torn down
+        while processes_inside(base) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not processes_inside(base), f"processes survived the sandbox: {processes_inside(base)}"
+        left = list(base.glob("gptlib-sandbox-*"))
+        assert not left, f"the sandbox left temporary folders behind: {left}"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_an_honest_program_passes_and_its_output_is_captured():
