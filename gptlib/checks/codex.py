@@ -66,3 +66,93 @@ def check_truncate_at_stop(fn: Callable[[str, Sequence[str]], str]) -> str:
                          "'    if x:' inside the body must stay.")
             _fail(f"truncate({completion!r}) = {got!r}, expected {expected!r}.", hint)
     return "stop sequences: the body ends where a new top-level statement would begin."
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 9: insert and edit (fill in the middle)
+# --------------------------------------------------------------------------------------
+
+
+def _fim_cases():
+    import random
+
+    rng = random.Random(0)
+    docs = ['def f(x):\n    """Double x."""\n    return x * 2\n', "abcdef", "for v in xs:\n    total += v\n"]
+    cases = [(docs[0], 10, 31), (docs[1], 0, 6), (docs[1], 3, 3), (docs[2], 5, 13)]
+    for _ in range(20):
+        doc = rng.choice(docs)
+        i, j = sorted((rng.randint(0, len(doc)), rng.randint(0, len(doc))))
+        cases.append((doc, i, j))
+    return cases
+
+
+def check_psm(fn) -> str:
+    """Check ``fn(doc, i, j)``: cut ``doc`` at ``i <= j`` and return the PSM training string
+    ``<PRE>prefix<SUF>suffix<MID>middle<EOT>`` (sentinels from ``gptlib.fim``)."""
+    from gptlib.fim import EOT, MID, PRE, SUF, psm, show, spm
+
+    for doc, i, j in _fim_cases():
+        prefix, middle, suffix = doc[:i], doc[i:j], doc[j:]
+        expected = psm(prefix, middle, suffix)
+        got = fn(doc, i, j)
+        if not isinstance(got, str):
+            _fail(f"my_psm returned {type(got).__name__}, expected a str.",
+                  "join the pieces and the sentinel characters into one string.")
+        if got == expected:
+            continue
+        where = f"for doc={doc!r}, i={i}, j={j}"
+        if got == spm(prefix, middle, suffix):
+            _fail(f"{where} you returned the SPM order (suffix first).",
+                  "PSM is <PRE> prefix <SUF> suffix <MID> middle <EOT>.")
+        if got in (PRE + prefix + SUF + suffix + MID + middle, expected[:-1]):
+            _fail(f"{where} the result does not end with <EOT>.",
+                  "append EOT after the middle: it is how the model learns to stop infilling.")
+        if got == PRE + prefix + MID + middle + SUF + suffix + EOT:
+            _fail(f"{where} the middle comes before the suffix: that is the original order.",
+                  "the whole trick is to move the middle to the end, after <SUF> suffix <MID>.")
+        if got == PRE + suffix + SUF + prefix + MID + middle + EOT:
+            _fail(f"{where} prefix and suffix are swapped.", "<PRE> is followed by the prefix, <SUF> by the suffix.")
+        for di, dj in ((1, 0), (0, 1), (1, 1), (-1, 0), (0, -1), (-1, -1)):
+            a, b = i + di, j + dj
+            if 0 <= a <= b <= len(doc) and got == psm(doc[:a], doc[a:b], doc[b:]):
+                _fail(f"{where} the cut points are off by one.",
+                      "prefix = doc[:i], middle = doc[i:j], suffix = doc[j:] (Python slices, end excluded).")
+        if sorted(got) != sorted(expected):
+            _fail(f"{where} your string has other characters than the document plus the four sentinels:\n"
+                  f"  got      {show(got)!r}\n  expected {show(expected)!r}",
+                  "the transform only rearranges: every character of the document appears exactly once.")
+        _fail(f"{where}:\n  got      {show(got)!r}\n  expected {show(expected)!r}")
+    return "PSM transform: correct (order, cut points and <EOT>)."
+
+
+def check_fim_prompt(fn) -> str:
+    """Check ``fn(prefix, suffix)``: the PSM infilling prompt ``<PRE>prefix<SUF>suffix<MID>``."""
+    from gptlib.fim import EOT, MID, PRE, SUF, fim_prompt, show
+
+    for doc, i, j in _fim_cases():
+        prefix, suffix = doc[:i], doc[j:]
+        expected = fim_prompt(prefix, suffix)
+        got = fn(prefix, suffix)
+        if not isinstance(got, str):
+            _fail(f"my_fim_prompt returned {type(got).__name__}, expected a str.")
+        if got == expected:
+            continue
+        where = f"for prefix={prefix!r}, suffix={suffix!r}"
+        if got == expected[:-1] or got == PRE + prefix + SUF + suffix:
+            _fail(f"{where} the prompt does not end with <MID>.",
+                  "the model writes the middle right after <MID>: the prompt must end with it.")
+        if got.startswith(expected) and got[len(expected):] in (EOT, MID):
+            _fail(f"{where} there is an extra sentinel after <MID>.",
+                  "stop at <MID>: the model writes the middle and then <EOT> itself.")
+        if got == EOT + expected:
+            _fail(f"{where} the prompt starts with <EOT>.",
+                  "gptlib.fim.infill adds that document boundary itself; the prompt starts with <PRE>.")
+        if got == PRE + suffix + SUF + prefix + MID:
+            _fail(f"{where} prefix and suffix are swapped.", "<PRE> prefix <SUF> suffix <MID>.")
+        if got == PRE + SUF + suffix + MID + prefix:
+            _fail(f"{where} you built the SPM prompt.", "this exercise asks for PSM: <PRE> prefix <SUF> suffix <MID>.")
+        _fail(f"{where}:\n  got      {show(got)!r}\n  expected {show(expected)!r}")
+    return "fim_prompt: correct PSM infilling prompt."
+
+
+__all__ += ["check_psm", "check_fim_prompt"]
