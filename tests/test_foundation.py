@@ -162,3 +162,21 @@ def test_glossary_terms_appear_in_their_chapter():
         chapter = (root / "chapters" / f"{term['chapter']}.md").read_text(encoding="utf-8")
         first_zh = term["zh"].split(" / ")[0]
         assert first_zh in chapter, f"{term['zh']} ({term['en']}) not found in {term['chapter']}.md"
+
+
+def test_glossary_and_bibliography_have_no_duplicates():
+    """Chapters append to book/terms.yml and book/references.bib: each term and key once."""
+    import re
+    from collections import Counter
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    terms = yaml.safe_load((root / "book" / "terms.yml").read_text(encoding="utf-8"))
+    for field in ("en", "zh"):
+        repeated = [t for t, n in Counter(term[field] for term in terms).items() if n > 1]
+        assert not repeated, f"book/terms.yml lists these {field} terms twice: {repeated}"
+    keys = re.findall(r"^@\w+\{([^,]+),", (root / "book" / "references.bib").read_text(encoding="utf-8"), re.M)
+    repeated = [k for k, n in Counter(keys).items() if n > 1]
+    assert not repeated, f"book/references.bib defines these keys twice: {repeated}"
