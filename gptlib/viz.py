@@ -207,6 +207,10 @@ class LiveLossPlot:
         self._handle = None
         self._calls = 0
 
+    def figure(self):
+        """The figure drawn from ``self.history`` (subclasses plot other keys)."""
+        return plot_losses(self.history, title=self.title)
+
     def __call__(self, entry: dict) -> None:
         self.history.append(dict(entry))
         self._calls += 1
@@ -216,7 +220,7 @@ class LiveLossPlot:
     def _draw(self) -> None:
         from IPython.display import display
 
-        fig = plot_losses(self.history, title=self.title)
+        fig = self.figure()
         if self._handle is None:
             self._handle = display(fig, display_id=True)
         else:
@@ -228,4 +232,4 @@ class LiveLossPlot:
         if is_live() and self._handle is not None:
             self._draw()
             return None
-        return plot_losses(self.history, title=self.title)
+        return self.figure()

@@ -36,6 +36,7 @@ from torch import nn
 
 from gptlib.model import GPT, lm_loss
 from gptlib.sampling import generate
+from gptlib.viz import LiveLossPlot
 
 __all__ = [
     "PolicyWithValue",
@@ -704,41 +705,17 @@ def plot_ppo_history(history: Sequence[dict], keys: Sequence[str] = ("reward", "
     return fig
 
 
-class LivePPOPlot:
+class LivePPOPlot(LiveLossPlot):
     """A ``PPOTrainer.train(callback=...)`` callback that redraws :func:`plot_ppo_history` live in
-    JupyterLab every ``every`` steps (like ``gptlib.viz.LiveLossPlot``, whose plot shows only
+    JupyterLab every ``every`` steps (``gptlib.viz.LiveLossPlot``, with PPO's curves instead of
     losses); elsewhere ``show()`` draws once at the end."""
 
     def __init__(self, every: int = 5, keys: Sequence[str] = ("reward", "kl", "entropy", "clipfrac"),
                  title: str = "PPO") -> None:
-        self.every, self.keys, self.title = every, tuple(keys), title
-        self.history: list[dict] = []
-        self._handle = None
+        super().__init__(every=every, title=title)
+        self.keys = tuple(keys)
 
-    def __call__(self, entry: dict) -> None:
-        from gptlib.viz import is_live
-
-        self.history.append(dict(entry))
-        if is_live() and len(self.history) % self.every == 0:
-            self._draw()
-
-    def _draw(self) -> None:
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
-        fig = plot_ppo_history(self.history, self.keys, self.title)
-        if self._handle is None:
-            self._handle = display(fig, display_id=True)
-        else:
-            self._handle.update(fig)
-        plt.close(fig)
-
-    def show(self):
-        from gptlib.viz import is_live
-
-        if is_live() and self._handle is not None:
-            self._draw()
-            return None
+    def figure(self):
         return plot_ppo_history(self.history, self.keys, self.title)
 
 

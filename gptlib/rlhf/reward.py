@@ -257,12 +257,11 @@ def train_reward_model(rm: RewardModel, tokenizer, comparisons: Sequence[Compari
                        rankings_per_batch: int = 8, lr: float = 3e-4, val: Sequence[Comparison] | None = None,
                        seed: int = 0, callback=None, progress: bool = False):
     """Train ``rm`` in place with :func:`rm_loss` (all C(K,2) pairs of each ranking in one batch)."""
-    from gptlib.train import TrainConfig, train
+    from gptlib.rlhf.sft import finetune_config
+    from gptlib.train import train
 
     block = rm.config.block_size
-    cfg = TrainConfig(max_iters=iters, batch_size=rankings_per_batch, block_size=block, lr=lr, min_lr=lr / 10,
-                      warmup_iters=max(1, iters // 20), weight_decay=0.0, eval_interval=max(1, iters // 4),
-                      eval_iters=4, log_interval=max(1, iters // 50), progress=progress, seed=seed)
+    cfg = finetune_config(iters, rankings_per_batch, block, lr, seed, progress)
     val_fn = make_rm_batch_fn(tokenizer, val, rankings_per_batch, block) if val else None
     return train(rm, cfg, make_rm_batch_fn(tokenizer, comparisons, rankings_per_batch, block), val_fn,
                  loss_fn=rm_loss, callback=callback)

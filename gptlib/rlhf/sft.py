@@ -204,16 +204,25 @@ def load_policy(name: str, device: str | torch.device | None = None):
 
 
 
+def finetune_config(iters: int, batch_size: int, block_size: int, lr: float, seed: int = 0,
+                    progress: bool = False):
+    """The short fine-tuning schedule shared by SFT and the reward model: warm-up over 5% of the
+    steps, cosine to lr/10, no weight decay, four evaluations."""
+    from gptlib.train import TrainConfig
+
+    return TrainConfig(max_iters=iters, batch_size=batch_size, block_size=block_size, lr=lr, min_lr=lr / 10,
+                       warmup_iters=max(1, iters // 20), weight_decay=0.0, eval_interval=max(1, iters // 4),
+                       eval_iters=4, log_interval=max(1, iters // 50), progress=progress, seed=seed)
+
+
 def train_sft(model: torch.nn.Module, tokenizer, pairs: Sequence[tuple[str, str]], *, iters: int = 300,
               batch_size: int = 32, lr: float = 5e-4, val_pairs: Sequence[tuple[str, str]] | None = None,
               seed: int = 0, callback=None, progress: bool = False):
     """Fine-tune ``model`` in place on demonstrations with :func:`sft_loss`; returns the ``TrainResult``."""
-    from gptlib.train import TrainConfig, train
+    from gptlib.train import train
 
     block = model.config.block_size
-    cfg = TrainConfig(max_iters=iters, batch_size=batch_size, block_size=block, lr=lr, min_lr=lr / 10,
-                      warmup_iters=max(1, iters // 20), weight_decay=0.0, eval_interval=max(1, iters // 4),
-                      eval_iters=4, log_interval=max(1, iters // 50), progress=progress, seed=seed)
+    cfg = finetune_config(iters, batch_size, block, lr, seed, progress)
     val = make_sft_batch_fn(tokenizer, val_pairs, batch_size, block) if val_pairs else None
     return train(model, cfg, make_sft_batch_fn(tokenizer, pairs, batch_size, block), val,
                  loss_fn=sft_loss, callback=callback)
