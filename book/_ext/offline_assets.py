@@ -8,6 +8,9 @@ after the build we copy the fonts next to every folder that holds pages.
 sphinx-thebe (live code cells through Binder) needs the network and is switched off in
 _config.yml, yet Jupyter Book 1 still injects its loader, twice, which throws
 "Identifier 'THEBE_JS_URL' has already been declared" on every page. We drop those scripts.
+
+Each chapter page also offers its notebook for download: the chapter's MyST source is
+converted to ``.ipynb`` with jupytext next to the page, and a link is put at the top.
 """
 from __future__ import annotations
 
@@ -39,7 +42,35 @@ def _drop_thebe_scripts(app, pagename, templatename, context, doctree) -> None:
     context["script_files"] = [s for s in scripts if not is_thebe(s)]
 
 
+def _is_chapter(pagename: str) -> bool:
+    return pagename.startswith("chapters/") and pagename.split("/")[-1][:2].isdigit()
+
+
+def _link_notebook(app, pagename, templatename, context, doctree) -> None:
+    if not _is_chapter(pagename) or "body" not in context:
+        return
+    name = pagename.split("/")[-1]
+    link = (f'<p class="download-ipynb"><a href="{name}.ipynb" download>Download this chapter as a '
+            f'notebook ({name}.ipynb)</a> &middot; run it in JupyterLab with <code>make lab</code></p>')
+    context["body"] = link + context["body"]
+
+
+def _write_notebooks(app, exception) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    import jupytext
+
+    for doc in app.env.found_docs:
+        if _is_chapter(doc):
+            notebook = jupytext.read(Path(app.srcdir) / f"{doc}.md")
+            target = Path(app.outdir) / f"{doc}.ipynb"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            jupytext.write(notebook, target)
+
+
 def setup(app):
     app.connect("build-finished", _copy_widget_fonts)
+    app.connect("build-finished", _write_notebooks)
     app.connect("html-page-context", _drop_thebe_scripts)
+    app.connect("html-page-context", _link_notebook)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
