@@ -182,3 +182,26 @@ def test_checker_catches_a_broken_page(browser, tmp_path):
                      "broken anchor: bad.html#no-such-anchor", "HTTP 404"):
         assert expected in text, f"{expected!r} not reported; got:\n{text}"
     assert good == []
+
+
+def test_search_works_offline_and_api_page_is_generated(browser):
+    """The site's search (a local index, no server) finds a chapter; the gptlib reference page
+    was generated from docstrings; each chapter offers its notebook."""
+    if not (SITE / "search.html").exists():
+        _unavailable("the site is not built; run `make book`")
+    server, base = serve(SITE)
+    try:
+        page = browser.new_page()
+        page.goto(base + "search.html?q=sandbox", wait_until="load")
+        page.wait_for_selector("#search-results li", timeout=20000)
+        hits = page.evaluate("Array.from(document.querySelectorAll('#search-results li a')).map(a => a.getAttribute('href'))")
+        assert any("08_codex" in h for h in hits), hits
+        page.goto(base + "book/api.html", wait_until="load")
+        documented = page.evaluate("Array.from(document.querySelectorAll('dt.sig')).map(d => d.id)")
+        for name in ("gptlib.sandbox.execute", "gptlib.passk.pass_at_k", "gptlib.rlhf.dpo.dpo_loss"):
+            assert name in documented, f"{name} is not on the API page"
+        page.close()
+    finally:
+        server.shutdown()
+    for chapter in (SITE / "chapters").glob("[0-9][0-9]_*.html"):
+        assert chapter.with_suffix(".ipynb").exists(), f"{chapter.name} has no notebook to download"
