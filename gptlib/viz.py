@@ -233,3 +233,35 @@ class LiveLossPlot:
             self._draw()
             return None
         return self.figure()
+
+
+# The book's stages: (chapters, name, year of the paper). Drawn on the landing page and in the preface.
+BOOK_STAGES = [
+    ("1-2", "Attention &\nTransformer", "2017"),
+    ("3", "Tokens\n(BPE)", "2016"),
+    ("4", "GPT-1\npre-train +\nfine-tune", "2018"),
+    ("5", "GPT-2\nzero-shot", "2019"),
+    ("6-7", "GPT-3\nin-context\nlearning", "2020"),
+    ("8-9", "Codex\ncode, pass@k", "2021"),
+    ("10", "Embeddings\ncontrastive", "2022"),
+    ("11-14", "InstructGPT\nSFT, RM, PPO\n\u2192 ChatGPT", "2022"),
+    ("15", "Making it\nsmall", "2023"),
+]
+
+
+def chapter_map():
+    """The map of the book: one box per stage, with its chapters and the year of its paper."""
+    stages = BOOK_STAGES
+    fig, ax = plt.subplots(figsize=(12, 2.6))
+    for i, (chapters, name, year) in enumerate(stages):
+        ax.add_patch(plt.Rectangle((i * 1.2, 0), 1.0, 1.0, color=plt.cm.viridis(i / len(stages)), alpha=0.85))
+        ax.text(i * 1.2 + 0.5, 0.5, name, ha="center", va="center", fontsize=7.5, color="white", weight="bold")
+        ax.text(i * 1.2 + 0.5, 1.12, f"ch. {chapters}", ha="center", fontsize=8)
+        ax.text(i * 1.2 + 0.5, -0.15, year, ha="center", fontsize=8, color="gray")
+        if i:
+            ax.annotate("", xy=(i * 1.2, 0.5), xytext=(i * 1.2 - 0.2, 0.5), arrowprops=dict(arrowstyle="->"))
+    ax.set_xlim(-0.1, len(stages) * 1.2)
+    ax.set_ylim(-0.3, 1.3)
+    ax.axis("off")
+    ax.set_title("From attention to RLHF: the chapters of this book", fontsize=11)
+    return fig
