@@ -61,8 +61,11 @@ lim = job["limits"]
 isolation = []
 
 def _libc_unshare(flags):
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    return libc.unshare(flags) == 0
+    try:  # Linux only; elsewhere (macOS) there is no unshare and no namespaces
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        return libc.unshare(flags) == 0
+    except (AttributeError, OSError):
+        return False
 
 CLONE_NEWNET, CLONE_NEWUSER, CLONE_NEWPID = 0x40000000, 0x10000000, 0x20000000
 if job["namespaces"]:
@@ -79,7 +82,10 @@ if job["namespaces"]:
 for name, value in (("RLIMIT_CPU", lim["cpu_s"]), ("RLIMIT_AS", lim["memory_bytes"]),
                     ("RLIMIT_FSIZE", lim["file_bytes"]), ("RLIMIT_NOFILE", lim["open_files"]),
                     ("RLIMIT_CORE", 0)):
-    resource.setrlimit(getattr(resource, name), (value, value + (1 if name == "RLIMIT_CPU" else 0)))
+    try:
+        resource.setrlimit(getattr(resource, name), (value, value + (1 if name == "RLIMIT_CPU" else 0)))
+    except (ValueError, OSError):  # e.g. macOS cannot cap the address space: say so in the result
+        isolation.append("no-" + name)
 
 if os.geteuid() == 0 and job["drop_to"] is not None:
     uid, gid = job["drop_to"]
@@ -204,7 +210,7 @@ class ExecutionResult:
     stderr: str
     returncode: int | None
     wall_s: float
-    isolation: tuple[str, ...] = ()  # kernel layers that were available: "netns", "nobody"
+    isolation: tuple[str, ...] = ()  # layers the OS gave: "netns", "pidns", "nobody"; "no-RLIMIT_AS" if refused
 
     @property
     def passed(self) -> bool:
