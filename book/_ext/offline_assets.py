@@ -24,6 +24,11 @@ def _copy_widget_fonts(app, exception) -> None:
     if exception is not None or app.builder.format != "html":
         return
     out = Path(app.outdir)
+    # The root index.html is a bare redirect with no <link rel=icon>, so a browser asks for
+    # /favicon.ico while it follows it: serve the book's icon there too (browsers accept PNG).
+    icon = Path(__file__).resolve().parent.parent / "favicon.png"
+    if icon.exists():
+        shutil.copyfile(icon, out / "favicon.ico")
     page_dirs = {p.parent for p in out.rglob("*.html") if "_static" not in p.parts}
     for folder in page_dirs:
         shutil.copytree(FONTS, folder / "@jupyter-widgets", dirs_exist_ok=True)
