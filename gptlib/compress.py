@@ -45,7 +45,7 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -295,7 +295,16 @@ def calibration_hessians(model: nn.Module, calib_ids: torch.Tensor, skip: Iterab
     inputs (all ``N * T`` positions) are accumulated. Dividing by the number of tokens ``n`` only
     rescales ``H``; it keeps the numbers in a friendly range.
     """
-    layers = linear_layers(model, skip)
+    device = next(model.parameters()).device
+
+    def run() -> None:
+        for i in range(0, calib_ids.shape[0], batch_size):
+            model(calib_ids[i:i + batch_size].to(device))
+    return _input_hessians(linear_layers(model, skip), run)
+
+
+def _input_hessians(layers: dict[str, nn.Linear], run: Callable[[], object]) -> dict[str, torch.Tensor]:
+    """``H = 2 X X^T / n`` of each layer's inputs while ``run()`` drives the forward passes."""
     sums = {name: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for name, m in layers.items()}
     counts = dict.fromkeys(layers, 0)
 
@@ -308,9 +317,8 @@ def calibration_hessians(model: nn.Module, calib_ids: torch.Tensor, skip: Iterab
 
     handles = [m.register_forward_hook(hook(name)) for name, m in layers.items()]
     try:
-        device = next(model.parameters()).device
-        for i in range(0, calib_ids.shape[0], batch_size):
-            model(calib_ids[i:i + batch_size].to(device))
+        with torch.no_grad():
+            run()
     finally:
         for h in handles:
             h.remove()
@@ -419,24 +427,7 @@ def calibration_hessians_block(block: nn.Module, x: torch.Tensor, prefix: str = 
     skip = tuple(skip)
     layers = {prefix + n: m for n, m in linear_layers(block, ()).items()
               if not any((prefix + n) == s or (prefix + n).startswith(s + ".") for s in skip)}
-    sums = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for n, m in layers.items()}
-    counts = dict.fromkeys(layers, 0)
-
-    def hook(name):
-        def fn(module, inputs, output):
-            a = inputs[0].detach().reshape(-1, module.in_features).float()
-            sums[name] += (a.T @ a).to("cpu", torch.float64)  # float32 product, float64 running sum
-            counts[name] += a.shape[0]
-        return fn
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
-    try:
-        with torch.no_grad():
-            block(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return {n: 2 * sums[n] / max(counts[n], 1) for n in layers}
+    return _input_hessians(layers, lambda: block(x))
 
 
 # ----------------------------------------------------------------------------- measuring
