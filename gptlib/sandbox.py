@@ -45,11 +45,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 __all__ = ["ExecutionResult", "execute", "execute_many", "sandbox_report"]
-
-STATUSES = ("passed", "failed", "timeout", "error")
 
 # The runner: trusted code that starts in the child process, locks it down, then runs the
 # program. It receives {"program", "secret", "limits", "cwd", ...} as JSON on stdin.
@@ -87,13 +85,6 @@ for name, value in (("RLIMIT_CPU", lim["cpu_s"]), ("RLIMIT_AS", lim["memory_byte
     except (ValueError, OSError):  # e.g. macOS cannot cap the address space: say so in the result
         isolation.append("no-" + name)
 
-if os.geteuid() == 0 and job["drop_to"] is not None:
-    uid, gid = job["drop_to"]
-    os.setgroups([]); os.setgid(gid); os.setuid(uid)
-    isolation.append("nobody")
-if os.geteuid() != 0:
-    resource.setrlimit(resource.RLIMIT_NPROC, (lim["processes"], lim["processes"]))
-
 def _exit_like(status):
     code = os.waitstatus_to_exitcode(status)
     os._exit(code if code >= 0 else 128 - code)  # killed by signal s -> 128 + s, like a shell
@@ -110,6 +101,16 @@ if "pidns" in isolation:
             pid, status = os.wait()
             if pid == program_pid:
                 _exit_like(status)
+
+# Only the program's own process gives up root, after the two forks above: all sandboxes
+# share the user `nobody` and its process limit, so a fork bomb filling that limit in one
+# sandbox must not stop another sandbox from starting its program.
+if os.geteuid() == 0 and job["drop_to"] is not None:
+    uid, gid = job["drop_to"]
+    os.setgroups([]); os.setgid(gid); os.setuid(uid)
+    isolation.append("nobody")
+if os.geteuid() != 0:
+    resource.setrlimit(resource.RLIMIT_NPROC, (lim["processes"], lim["processes"]))
 
 sys.stderr.write("SandboxIsolation: " + ",".join(isolation) + "\n")
 sys.stderr.flush()
@@ -400,9 +401,3 @@ def sandbox_report() -> dict[str, object]:
         "network_interfaces_seen": net.stdout.strip(),
     }
 
-
-def _iter_statuses(results: Iterable[ExecutionResult]) -> dict[str, int]:
-    counts = dict.fromkeys(STATUSES, 0)
-    for r in results:
-        counts[r.status] += 1
-    return counts

@@ -286,3 +286,30 @@ def test_bad_arguments_get_clear_errors():
         execute(b"print(1)")
     with pytest.raises(ValueError, match="timeout must be positive"):
         execute("print(1)", timeout=0)
+
+
+@pytest.mark.skipif("nobody" not in LAYERS, reason="only sandboxes that share the user `nobody` can interfere")
+def test_a_fork_bomb_does_not_stop_other_sandboxes():
+    # All sandboxes run as `nobody` and share its process limit; while one bomb holds that
+    # limit, honest programs next to it must still start and pass.
+    bomb = textwrap.dedent("""
+        import sys
+        for name in ('subprocess', '_posixsubprocess', 'selectors', 'signal'):
+            sys.modules.pop(name, None)
+        import subprocess, time
+        children = []
+        try:
+            while True:
+                children.append(subprocess.Popen(['sleep', '30']))
+        except OSError:
+            time.sleep(3)  # hold the limit while the others run
+            raise
+    """)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        bombing = pool.submit(execute, bomb, timeout=6)
+        time.sleep(1.5)  # let it reach the limit
+        honest = execute_many(["assert sum(range(4)) == 6"] * 4, timeout=4, workers=4, progress=False)
+        assert not bombing.result().passed
+    assert [r.status for r in honest] == ["passed"] * 4, honest
