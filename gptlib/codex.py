@@ -188,9 +188,16 @@ def simple_problems(split: str = "test", n: int | None = None, seed: int = 0) ->
     return problems[:n] if n is not None else problems
 
 
-def simple_corpus(repeats: int = 1) -> str:
-    """The train split written out as source code: prompt + solution, blank line between."""
-    return "\n\n".join(p.prompt + p.canonical_solution for p in simple_problems("train") * repeats) + "\n"
+def simple_corpus(repeats: int = 1, seed: int = 0) -> str:
+    """The train split written out as source code, ``repeats`` copies each in a fresh seeded
+    order (prompt + solution, a blank line between functions)."""
+    problems = simple_problems("train")
+    rng = random.Random(seed)
+    chunks = []
+    for _ in range(repeats):
+        rng.shuffle(problems)
+        chunks.append("\n\n".join(p.prompt + p.canonical_solution for p in problems))
+    return "\n\n".join(chunks)
 
 
 # --------------------------------------------------------------------------------------
@@ -216,12 +223,12 @@ def to_code_symbols(text: str) -> str:
 
 
 def code_training_text(stdlib_chars: int, simple_share: float = 0.25, seed: int = 0) -> str:
-    """Standard-library source (Codex-filtered when gptlib.data offers it) mixed with the
+    """Standard-library source (after the Codex filters of chapter 7) mixed with the
     train split of :func:`simple_problems`, which makes up ``simple_share`` of the characters
     (each copy in a fresh seeded order, like a data mix that repeats a small source)."""
     from gptlib import data
 
-    files = data.filtered_python_code() if hasattr(data, "filtered_python_code") else data.python_code()
+    files = data.filtered_python_code()
     names = sorted(files)
     random.Random(seed).shuffle(names)
     parts, size = [], 0
@@ -231,18 +238,12 @@ def code_training_text(stdlib_chars: int, simple_share: float = 0.25, seed: int 
         parts.append(to_code_symbols(files[name]))
         size += len(parts[-1])
     stdlib = "\n\n".join(parts)[:stdlib_chars]
-    problems = simple_problems("train")
-    unit = sum(len(p.prompt) + len(p.canonical_solution) + 2 for p in problems)
+    unit = len(simple_corpus(1)) + 2
     repeats = max(1, round(simple_share / (1 - simple_share) * len(stdlib) / unit))
-    rng = random.Random(seed)
-    chunks = []
-    for _ in range(repeats):
-        rng.shuffle(problems)
-        chunks.append("\n\n".join(p.prompt + p.canonical_solution for p in problems))
     # Interleave: stdlib pieces and simple-function pieces alternate, so random training
     # windows see both kinds in the stated proportion.
     pieces = [stdlib[i:i + 20_000] for i in range(0, len(stdlib), 20_000)]
-    simple = "\n\n".join(chunks)
+    simple = simple_corpus(repeats, seed)
     step = max(1, len(simple) // max(1, len(pieces)))
     mixed = []
     for i, piece in enumerate(pieces):
