@@ -356,15 +356,10 @@ class CodePair:
 
 
 def _code_corpus() -> dict[str, str]:
-    """The stdlib files, through the Codex-style filters of ``gptlib.data`` if they exist."""
-    import gptlib.data as data
+    """The stdlib files after the Codex-style filters and dedup of chapter 7."""
+    from gptlib.data import filtered_python_code
 
-    filtered = getattr(data, "filtered_python_code", None)
-    if filtered is not None:
-        files = filtered()
-        if isinstance(files, dict) and files:
-            return files
-    return data.python_code()
+    return filtered_python_code()
 
 
 def module_of(path: str) -> str:
