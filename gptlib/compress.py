@@ -51,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gptlib.evaluate import heldout_loss
+
 __all__ = [
     "absmax_quantize",
     "dequantize",
@@ -456,14 +458,10 @@ def perplexity(model: nn.Module, ids: torch.Tensor, block_size: int | None = Non
     """
     block_size = block_size or model.config.block_size
     x, y = _windows(ids, block_size, max_windows)
+    # quantized modules may hold no parameters: take the device from the state dict
     device = next(iter(model.state_dict().values())).device
-    total, count = 0.0, 0
-    for i in range(0, x.shape[0], batch_size):
-        logits = model(x[i:i + batch_size].to(device)).float()
-        total += F.cross_entropy(logits.flatten(0, 1), y[i:i + batch_size].flatten().to(device),
-                                 reduction="sum").item()
-        count += y[i:i + batch_size].numel()
-    return math.exp(total / count)
+    batches = ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, x.shape[0], batch_size))
+    return math.exp(heldout_loss(model, batches, device=device))
 
 
 @torch.no_grad()

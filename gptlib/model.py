@@ -235,6 +235,11 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -10
 class GPT(nn.Module):
     """A decoder-only transformer language model (GPT-1 or GPT-2 layout)."""
 
+    @classmethod
+    def from_config(cls, config: dict) -> "GPT":
+        """An untrained GPT from a plain config dict (how :mod:`gptlib.assets` rebuilds one)."""
+        return cls(GPTConfig(**config))
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config

@@ -14,9 +14,8 @@ function with a name, written as one line of text::
     count a: banana = 3
 
 :func:`mix_tasks` scatters such lines, drawn with a seed, between the speeches of
-Shakespeare's plays; :func:`shakespeare_tasks` is the resulting dataset (registered in
-:data:`gptlib.data.DATASETS` as ``"shakespeare_tasks"``, so ``python -m gptlib.train`` can
-train on it). After pre-training, :func:`evaluate_zero_shot` prompts ``"reverse: xyz ="``,
+Shakespeare's plays; :func:`gptlib.data.datasets.shakespeare_tasks` is the resulting dataset
+(``train_val_tokens("shakespeare_tasks")``, so ``python -m gptlib.train`` can train on it). After pre-training, :func:`evaluate_zero_shot` prompts ``"reverse: xyz ="``,
 greedy-decodes until the end of the line and scores exact matches.
 
 Inputs are split once and for all: :func:`is_held_out` reserves a fixed fifth of all strings
@@ -42,7 +41,7 @@ import torch
 
 __all__ = [
     "Task", "TASKS", "PARAPHRASES", "reverse_task", "uppercase_task", "sort_task", "count_task",
-    "is_held_out", "sample_inputs", "mix_tasks", "shakespeare_tasks", "task_fraction",
+    "is_held_out", "sample_inputs", "mix_tasks", "task_fraction",
     "EvalResult", "evaluate_exact_match", "evaluate_zero_shot", "answer_logprob",
 ]
 
@@ -216,27 +215,6 @@ def task_fraction(text: str, tasks: Iterable[Task] = TASKS.values()) -> float:
     prefixes = tuple(t.name + NAME_SEP for t in tasks)
     task_chars = sum(len(line) + 1 for line in text.split("\n") if line.startswith(prefixes) and ANSWER_SEP in line)
     return task_chars / max(1, len(text))
-
-
-def shakespeare_tasks(val_fraction: float = 0.1, seed: int = 0, vocab_size: int | None = None,
-                      rate: float = 1.0, max_lines: int = 8, tasks: Sequence[Task] | None = None):
-    """The ``"shakespeare_tasks"`` dataset: ``(tokenizer, train_plays, val_plays)``.
-
-    Every play gets task lines mixed in by :func:`mix_tasks` (``rate``, with a generator
-    seeded from ``seed`` and the title, so each play's text is reproducible on its own), then
-    whole plays are split as in :func:`gptlib.data.split_documents`. The tokenizer is
-    character-level, built from all the mixed text (``vocab_size`` is ignored: it is whatever
-    the characters are).
-    """
-    from gptlib.data import shakespeare_plays, split_documents  # here: data.py imports this module
-    from gptlib.tokenizer import CharTokenizer
-
-    tasks = list(TASKS.values()) if tasks is None else list(tasks)
-    plays = {title: mix_tasks(text, tasks, random.Random(f"tasks/{seed}/{title}"), rate, max_lines)
-             for title, text in shakespeare_plays().items()}
-    tokenizer = CharTokenizer.from_text("".join(plays.values()) + string.ascii_letters + string.digits + "=:")
-    train, val = split_documents(plays, val_fraction, seed)
-    return tokenizer, train, val
 
 
 # --------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import regex
 
 __all__ = [
     "Tokenizer", "CharTokenizer", "UnknownSymbolError", "ByteBPE", "GPT2_SPLIT_PATTERN",
-    "compression_ratio", "load_tokenizer", "tokenizer_from_dict",
+    "compression_ratio", "load_tokenizer", "tokenizer_from_dict", "IdTokenizer",
 ]
 
 
@@ -462,16 +462,50 @@ class ByteBPE:
 # --------------------------------------------------------------------------------------
 
 
+class IdTokenizer:
+    """Ids that stand for nothing but themselves (random-token tasks: induction heads).
+
+    ``encode`` checks each id is below ``vocab_size`` and returns the list; ``decode``
+    returns it unchanged. It exists so a model of abstract tokens ships like any other.
+    """
+
+    def __init__(self, vocab_size: int):
+        if vocab_size < 1:
+            raise ValueError(f"IdTokenizer needs vocab_size >= 1, got {vocab_size}")
+        self.vocab_size = int(vocab_size)
+
+    def encode(self, ids: Iterable[int]) -> list[int]:
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"ids {bad[:5]} are outside 0..{self.vocab_size - 1}: "
+                             f"this tokenizer's vocabulary has {self.vocab_size} ids")
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> list[int]:
+        return [int(i) for i in ids]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "IdTokenizer", "vocab_size": self.vocab_size}
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> IdTokenizer:
+        return cls(payload["vocab_size"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        _write_json_atomically(path, self.to_dict())
+
+
 def tokenizer_from_dict(payload: dict[str, Any]) -> CharTokenizer | ByteBPE:
     """Rebuild either tokenizer from its ``to_dict()`` (e.g. stored inside a checkpoint)."""
-    kinds = {"CharTokenizer": CharTokenizer, "ByteBPE": ByteBPE}
+    kinds = {"CharTokenizer": CharTokenizer, "ByteBPE": ByteBPE, "IdTokenizer": IdTokenizer}
     kind = payload.get("type")
     if kind not in kinds:
         raise ValueError(f"unknown tokenizer type {kind!r}; expected one of {sorted(kinds)}")
     return kinds[kind].from_dict(payload)
 
 
-def load_tokenizer(path: str | os.PathLike) -> CharTokenizer | ByteBPE:
+def load_tokenizer(path: str | os.PathLike) -> CharTokenizer | ByteBPE | IdTokenizer:
     """Load a tokenizer saved by either class's ``save``."""
     return tokenizer_from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 

@@ -37,13 +37,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import math
 import os
 import shlex
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -56,6 +54,8 @@ from gptlib.checkpoint import (
     save_checkpoint, save_model, unwrap_model,
 )
 from gptlib.device import autocast, enable_tf32, get_device, maybe_compile
+from gptlib.evaluate import heldout_loss
+from gptlib.settings import SettingsError, check_key, parse_overrides, read_toml
 
 __all__ = ["TrainConfig", "TrainResult", "lr_at", "train", "lm_batch_loss", "main"]
 
@@ -138,20 +138,24 @@ class TrainConfig:
 
         Override keys are field names (``max_iters=200``) or dotted names for the tables
         (``**{"model.n_layer": 2, "data.name": "shakespeare_bpe"}``). An unknown key raises
-        ``ValueError`` listing the valid ones.
+        :class:`~gptlib.settings.SettingsError` (a ``ValueError``) listing the valid ones; a
+        missing file raises it too, in one line.
         """
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-        values: dict[str, Any] = {k: v for k, v in raw.items() if k not in ("model", "data")}
-        values["model"] = dict(raw.get("model", {}))
-        values["data"] = dict(raw.get("data", {}))
+        return cls.from_dict(read_toml(path), **overrides)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], **overrides: Any) -> TrainConfig:
+        """A config from a settings table (as read from TOML), checked key by key."""
+        values = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in values.items()}
+        values.setdefault("model", {})
+        values.setdefault("data", {})
         for key in values:
             if key not in ("model", "data"):
-                _check_key(key, _field_types(), where=str(path))
+                _check_key(key, _field_types(), where="the settings")
         for key in values["model"]:
-            _check_key(key, _model_fields(), where=f"the [model] table of {path}")
+            _check_key(key, _model_fields(), where="the [model] table")
         for key in values["data"]:
-            _check_key(key, _data_fields(), where=f"the [data] table of {path}")
+            _check_key(key, _data_fields(), where="the [data] table")
         for key, value in overrides.items():
             _apply_override(values, key, value)
         return cls(**values)
@@ -165,14 +169,7 @@ def _field_types() -> dict[str, Any]:
 
 
 def _check_key(key: str, valid: Mapping[str, Any], where: str) -> None:
-    if key in valid:
-        return
-    close = difflib.get_close_matches(key, list(valid), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    tables = "" if "table" in where else (
-        "\n(and model.<field> for the [model] table, data.<field> for the [data] table)")
-    raise ValueError(f"unknown setting {key!r} in {where}.{hint}\n"
-                     f"Valid keys: {', '.join(sorted(valid))}{tables}")
+    check_key(key, list(valid), where)
 
 
 def _model_fields() -> dict[str, Any]:
@@ -322,18 +319,20 @@ def _estimate_loss(model: torch.nn.Module, source: DataSource, loss_fn: LossFn, 
     Under DDP every process evaluates its slice of each batch and the means are averaged,
     which gives the same number as one process evaluating the whole batch.
     """
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), device=device)
-    for _ in range(cfg.eval_iters):
-        batch = _draw(source, generator, cfg, device, ddp)
+    def draw(gen: torch.Generator) -> Any:
+        return _draw(source, gen, cfg, device, ddp)
+
+    def loss(m: torch.nn.Module, batch: Any) -> torch.Tensor:
         with autocast(device, enabled=cfg.amp):
-            total += loss_fn(model, batch).float()
+            return loss_fn(m, batch).float()
+
+    mean = heldout_loss(model, draw, iters=cfg.eval_iters, loss_fn=loss, device=device,
+                        generator=generator)
     if ddp.enabled:
+        total = torch.tensor(mean, device=device)
         dist.all_reduce(total)
-        total /= ddp.world_size
-    model.train(was_training)
-    return total.item() / cfg.eval_iters
+        return total.item() / ddp.world_size
+    return mean
 
 
 # --------------------------------------------------------------------------------------
@@ -612,41 +611,6 @@ def history_last(history: Sequence[Mapping[str, Any]], key: str) -> float | None
 # --------------------------------------------------------------------------------------
 
 
-def _parse_value(text: str) -> Any:
-    """``"200"`` -> 200, ``"3e-4"`` -> 0.0003, ``"true"`` -> True, ``"[0.9, 0.95]"`` -> list;
-    anything that is not a TOML value (``runs/x``) stays a string."""
-    if text.lower() in ("none", "null"):
-        return None
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
-    """``["--max_iters", "200", "--model.dropout=0", "--compile"]`` -> a dict of overrides.
-
-    A flag with no value (followed by another ``--flag`` or nothing) means ``True``.
-    """
-    overrides: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise ValueError(f"expected --key value, got {arg!r}")
-        key = arg[2:].replace("-", "_") if "=" not in arg else arg[2:arg.index("=")].replace("-", "_")
-        if "=" in arg:
-            overrides[key] = _parse_value(arg[arg.index("=") + 1:])
-            i += 1
-        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-            overrides[key] = _parse_value(args[i + 1])
-            i += 2
-        else:
-            overrides[key] = True
-            i += 1
-    return overrides
-
-
 def build_model(cfg: TrainConfig, vocab_size: int) -> torch.nn.Module:
     """The GPT described by ``cfg.model``: vocab size from the tokenizer, block size from
     the training config unless the table says otherwise."""
@@ -664,11 +628,11 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
               "[--key value ...] [--resume PATH]\nkeys: " + ", ".join(sorted(_field_types()))
               + ", model.<field>, data.<field>")
         raise SystemExit(0 if argv else 2)
-    config_path, overrides = argv[0], parse_overrides(argv[1:])
-    resume = overrides.pop("resume", None)
     try:
+        config_path, overrides = argv[0], parse_overrides(argv[1:])
+        resume = overrides.pop("resume", None)
         cfg = TrainConfig.from_toml(config_path, **overrides)
-    except ValueError as e:
+    except (SettingsError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
 
     from gptlib.data import train_val_tokens

@@ -48,7 +48,12 @@ def test_held_out_split_is_a_fixed_fifth():
     words = {"".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(5)) for _ in range(20000)}
     share = sum(map(is_held_out, words)) / len(words)
     assert 0.18 < share < 0.22
-    assert is_held_out("abc") == is_held_out("abc")
+    # against an independent CRC-32 (binascii's, not zlib's) and the documented rule "crc % 5 == 0"
+    import binascii
+
+    for word in sorted(words)[:500]:
+        assert is_held_out(word) == (binascii.crc32(word.encode()) % 5 == 0)
+    assert any(is_held_out(w) for w in sorted(words)[:500])
 
 
 @pytest.mark.parametrize("held_out", [True, False])
@@ -112,8 +117,13 @@ def test_shakespeare_tasks_dataset(dataset):
         assert f"\n{paraphrase}: " not in text  # the paraphrases really are unseen
         tokenizer.encode(paraphrase)  # ... but can be written
     assert tokenizer.decode(tokenizer.encode(text[:5000])) == text[:5000]
-    again = tasks.shakespeare_tasks(0.1, 0)[1]
+    from gptlib.data.datasets import shakespeare_tasks
+
+    again = shakespeare_tasks(0.1, 0)[1]
     assert list(again) == list(train) and again[next(iter(train))] == train[next(iter(train))]
+    other = shakespeare_tasks(0.1, 1)
+    # another seed draws other task lines (and holds out other plays)
+    assert any(other[1].get(t) not in (None, train[t]) for t in train)
 
 
 def test_train_val_tokens_knows_the_dataset():
