@@ -5,21 +5,22 @@ import pytest
 import torch
 
 from gptlib.model import GPT, GPTConfig
-from gptlib.rlhf.ppo import (
+from gptlib.rlhf.ppo import PolicyWithValue, PPOConfig, PPOTrainer
+from gptlib.rlhf.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
-    PolicyWithValue,
-    PPOConfig,
-    PPOTrainer,
     compute_gae,
     gae_reference,
     kl_shaped_rewards,
-    pack_responses,
     ppo_policy_loss,
     ppo_value_loss,
-    token_logprobs,
-    sample_responses,
     whiten,
+)
+from gptlib.rlhf.rollout import (
+    pack_responses,
+    response_token_stats,
+    sample_responses,
+    sample_with_kl,
 )
 from gptlib.tokenizer import CharTokenizer
 
@@ -125,7 +126,7 @@ def test_response_logprobs_match_a_direct_computation():
     lm = _tiny(7)
     prompts, responses = [[1, 2], [3]], [[4, 5, 6], [2]]
     ids, starts, mask = pack_responses(prompts, responses, pad_id=0)
-    out = token_logprobs(lm, ids, starts, mask, with_entropy=True)["logprobs"]
+    out = response_token_stats(lm, ids, starts, mask, with_entropy=True)["logprobs"]
     for b, (p, r) in enumerate(zip(prompts, responses)):
         seq = torch.tensor([p + r])
         logp = torch.log_softmax(lm(seq)[0], -1)
@@ -213,3 +214,24 @@ def test_reward_model_critic_is_a_separate_copy_and_rescales_exactly():
     assert n_critic == len(list(rm.parameters()))
     with pytest.raises(TypeError, match="reward model"):
         PolicyWithValue(lm, critic=torch.nn.Linear(2, 2))
+
+
+def test_sample_with_kl_is_the_summed_log_ratio_of_the_samples():
+    tok = CharTokenizer.from_text("abc\n")
+    lm, ref = _tiny(tok.vocab_size, seed=0), _tiny(tok.vocab_size, seed=1)
+    eos = tok.encode("\n")[0]
+    prompts = ["ab", "c", "ab"]
+    gen = torch.Generator().manual_seed(3)
+    responses, kl = sample_with_kl(lm, ref, tok, prompts, 6, eos_token=eos, generator=gen)
+    for p, r, k in zip(prompts, responses, kl.tolist()):
+        seq = torch.tensor([tok.encode(p + r)])
+        n = len(tok.encode(p))
+        with torch.no_grad():
+            lp = torch.log_softmax(lm(seq)[0], -1)
+            lr = torch.log_softmax(ref(seq)[0], -1)
+        ids = seq[0].tolist()
+        expect = sum(lp[t - 1, ids[t]] - lr[t - 1, ids[t]] for t in range(n, len(ids)))
+        assert abs(k - float(expect)) < 1e-4
+    same, kl_self = sample_with_kl(lm, lm, tok, prompts, 6, eos_token=eos,
+                                   generator=torch.Generator().manual_seed(3))
+    assert same == responses and kl_self.abs().max() < 1e-6

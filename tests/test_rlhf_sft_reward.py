@@ -5,13 +5,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import dataclasses
+
+from gptlib import assets
 from gptlib.model import GPT, GPTConfig
 from gptlib.rlhf.reward import (
-    RewardModel, comparison_accuracy, load_reward_model, make_comparisons, make_reward_fn,
-    pairwise_loss, ranking_pairs, reward_path, rm_batch, rm_loss, save_reward_model, train_reward_model,
+    RewardModel, comparison_accuracy, make_comparisons, make_reward_fn,
+    pairwise_loss, ranking_pairs, rm_batch, rm_loss, train_reward_model,
 )
 from gptlib.rlhf.sft import (
-    IGNORE, collate_examples, encode_example, generate_responses, load_policy, policy_path, response_logprobs,
+    IGNORE, collate_examples, encode_example, generate_responses, response_logprobs,
     sft_examples, sft_loss, train_sft, win_rate,
 )
 from gptlib.rlhf.world import ToyWorld, make_tokenizer
@@ -135,8 +138,14 @@ def test_reward_fn_accuracy_and_save(world, tok, tmp_path):
 
     assert comparison_accuracy(oracle, comps) == 1.0
     assert comparison_accuracy(oracle, comps, gold=world) == 1.0
-    save_reward_model(tmp_path / "rm", rm, tok)
-    rm2, tok2 = load_reward_model(tmp_path / "rm")
+    # the asset format: one model.safetensors, rebuilt by RewardModel.from_config
+    assets.save("rlhf/reward", command="test", settings={}, metrics={}, wall_s=0.0, model=rm,
+                builder="gptlib.rlhf.reward:RewardModel.from_config",
+                model_config=dataclasses.asdict(rm.gpt.config), tokenizer=tok, root=tmp_path)
+    loaded = assets.load("rlhf/reward", root=tmp_path)
+    rm2, tok2 = loaded.model, loaded.tokenizer
+    assert sorted(p.name for p in loaded.path.iterdir()) == ["meta.json", "model.safetensors",
+                                                            "tokenizer.json"]
     assert torch.allclose(make_reward_fn(rm2, tok2)(ps, [world.demonstration(p) for p in ps]), out, atol=1e-6)
 
 
@@ -149,15 +158,13 @@ def test_noisy_labels_disagree_with_gold(world):
     assert comparison_accuracy(oracle, comps) < 0.95  # the noisy labeller contradicts the truth sometimes
 
 
-@pytest.mark.skipif(not (policy_path("sft") / "model.safetensors").exists(), reason="assets not made yet")
 def test_shipped_checkpoints(world):
-    base, tok = load_policy("base")
-    sft, _ = load_policy("sft")
+    base, tok = assets.load("rlhf/base").model, assets.load("rlhf/base").tokenizer
+    sft = assets.load("rlhf/sft").model
     ps = world.prompts("test", 10, kinds=["unsafe", "unknown"], seed=7)
     a_sft = generate_responses(sft, tok, [p.formatted for p in ps], 30, greedy=True)
     a_base = generate_responses(base, tok, [p.formatted for p in ps], 30, greedy=True)
     assert win_rate(world.gold_reward, ps, a_sft, a_base) > 0.6
-    if (reward_path() / "head.safetensors").exists():
-        rm, tok = load_reward_model()
-        comps = make_comparisons(world, "test", 20, k=4, seed=5)
-        assert comparison_accuracy(make_reward_fn(rm, tok), comps, gold=world) > 0.75
+    rm = assets.load("rlhf/reward").model
+    comps = make_comparisons(world, "test", 20, k=4, seed=5)
+    assert comparison_accuracy(make_reward_fn(rm, tok), comps, gold=world) > 0.75

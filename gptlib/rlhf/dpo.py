@@ -6,12 +6,14 @@ PPO maximises ``r(x, y) - beta * KL(pi || pi_ref)``. That objective has a closed
 into the reward model's pairwise (Bradley-Terry) loss and ``Z(x)`` cancels between the chosen
 answer ``y_w`` and the rejected one ``y_l``::
 
-    loss = -log sigmoid( beta * [ (log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x)) ] )
+    loss = -log sigmoid( beta * [ (log pi(y_w|x) - log pi_ref(y_w|x))
+                                - (log pi(y_l|x) - log pi_ref(y_l|x)) ] )
 
 No reward model, no sampling, no value head: one supervised loss on the preference pairs.
 ``log pi(y|x)`` is the sum of the log-probabilities of the *response* tokens only (the prompt
 is given, not chosen).
 """
+
 from __future__ import annotations
 
 import time
@@ -42,7 +44,9 @@ def dpo_loss(
         raise ValueError(f"beta must be > 0, got {beta} (it is the strength of the KL leash).")
     shapes = {tuple(t.shape) for t in (policy_chosen, policy_rejected, ref_chosen, ref_rejected)}
     if len(shapes) != 1:
-        raise ValueError(f"the four log-prob tensors must have one shape (B,), got {sorted(shapes)}.")
+        raise ValueError(
+            f"the four log-prob tensors must have one shape (B,), got {sorted(shapes)}."
+        )
     chosen_logratio = policy_chosen - ref_chosen
     rejected_logratio = policy_rejected - ref_rejected
     logits = beta * (chosen_logratio - rejected_logratio)
@@ -58,19 +62,24 @@ def dpo_loss_reference(pw: float, pl: float, rw: float, rl: float, beta: float) 
     return -math.log(1.0 / (1.0 + math.exp(-z)))
 
 
-def pairs_from_ranking(prompt: str, responses: Sequence[str], ranking: Sequence[int],
-                       all_pairs: bool = True) -> list[DPOPair]:
+def pairs_from_ranking(
+    prompt: str, responses: Sequence[str], ranking: Sequence[int], all_pairs: bool = True
+) -> list[DPOPair]:
     """Preference pairs from one K-wise ranking (indices best first, e.g. ``ToyWorld.rank``).
 
     ``all_pairs=True`` gives all C(K, 2) (better, worse) pairs, as InstructGPT's reward model
     uses them; ``False`` only (best, worst).
     """
     if sorted(ranking) != list(range(len(responses))):
-        raise ValueError(f"ranking {list(ranking)} must be a permutation of 0..{len(responses) - 1}.")
+        raise ValueError(
+            f"ranking {list(ranking)} must be a permutation of 0..{len(responses) - 1}."
+        )
     order = [responses[i] for i in ranking]
     if not all_pairs:
         return [(prompt, order[0], order[-1])] if len(order) > 1 else []
-    return [(prompt, order[i], order[j]) for i in range(len(order)) for j in range(i + 1, len(order))]
+    return [
+        (prompt, order[i], order[j]) for i in range(len(order)) for j in range(i + 1, len(order))
+    ]
 
 
 def train_dpo(
@@ -104,7 +113,10 @@ def train_dpo(
     if bad:
         raise ValueError(f"pair {bad[0]} is not (prompt, chosen, rejected): {pairs[bad[0]]!r}")
     if policy is ref_model:
-        raise ValueError("the reference model must be a separate frozen copy: train_dpo(copy.deepcopy(sft), sft, ...).")
+        raise ValueError(
+            "the reference model must be a separate frozen copy: train_dpo(copy.deepcopy(sft), "
+            "sft, ...)."
+        )
     ref_model.requires_grad_(False)
     ref_model.eval()
     policy.requires_grad_(True)  # a deepcopy of a frozen reference would otherwise never learn
@@ -115,6 +127,7 @@ def train_dpo(
     bar = None
     if progress:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=steps, desc="dpo", unit="step", dynamic_ncols=True)
     try:
         for step in range(steps):
@@ -126,7 +139,9 @@ def train_dpo(
             with torch.no_grad():
                 ref_w = response_logprobs(ref_model, tokenizer, prompts, chosen)
                 ref_l = response_logprobs(ref_model, tokenizer, prompts, rejected)
-            pol = response_logprobs(policy, tokenizer, prompts + prompts, chosen + rejected, grad=True)
+            pol = response_logprobs(
+                policy, tokenizer, prompts + prompts, chosen + rejected, grad=True
+            )
             pol_w, pol_l = pol[:batch_size], pol[batch_size:]
             loss, r_w, r_l = dpo_loss(pol_w, pol_l, ref_w, ref_l, beta)
             opt.zero_grad(set_to_none=True)
@@ -134,18 +149,30 @@ def train_dpo(
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
             opt.step()
             margin = r_w - r_l
-            entry = {"step": step, "loss": loss.item(), "margin": margin.mean().item(),
-                     "accuracy": (margin > 0).float().mean().item(),
-                     "chosen_reward": r_w.mean().item(), "rejected_reward": r_l.mean().item(),
-                     "seconds": time.perf_counter() - t0}
-            if eval_fn is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            entry = {
+                "step": step,
+                "loss": loss.item(),
+                "margin": margin.mean().item(),
+                "accuracy": (margin > 0).float().mean().item(),
+                "chosen_reward": r_w.mean().item(),
+                "rejected_reward": r_l.mean().item(),
+                "seconds": time.perf_counter() - t0,
+            }
+            if (
+                eval_fn is not None
+                and eval_every
+                and ((step + 1) % eval_every == 0 or step + 1 == steps)
+            ):
                 entry.update({k: float(v) for k, v in eval_fn(policy).items()})
             history.append(entry)
             if callback is not None:
                 callback(entry)
             if bar is not None:
-                bar.set_postfix(loss=f"{entry['loss']:.3f}", margin=f"{entry['margin']:.2f}",
-                                acc=f"{entry['accuracy']:.2f}")
+                bar.set_postfix(
+                    loss=f"{entry['loss']:.3f}",
+                    margin=f"{entry['margin']:.2f}",
+                    acc=f"{entry['accuracy']:.2f}",
+                )
                 bar.update(1)
     finally:
         if bar is not None:

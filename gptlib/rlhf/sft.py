@@ -16,20 +16,33 @@ Also here, because chapters 11-14 all need them:
 - :func:`generate_responses`: sample replies to many formatted prompts (batched by length,
   stopping at the newline that ends a response);
 - :func:`response_logprobs`: ``log pi(response | prompt)`` summed over the response tokens;
-- :func:`win_rate`: how often one policy's answers beat another's under a reward;
-- :func:`load_policy`: the shipped ``base`` and ``sft`` checkpoints (``assets/rlhf/``).
+- :func:`win_rate`: how often one policy's answers beat another's under a reward.
+
+The shipped models are assets: ``gptlib.assets.load("rlhf/base")`` and ``"rlhf/sft"``
+(made by ``python -m gptlib.recipes rlhf``).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 import torch
 
+from gptlib.evaluate import continuation_logprobs
 from gptlib.model import lm_loss
 
 __all__ = [
-    "IGNORE", "encode_example", "collate_examples", "sft_examples", "make_sft_batch_fn", "sft_loss",
-    "generate_responses", "response_logprobs", "win_rate", "load_policy", "policy_path", "train_sft",
+    "IGNORE",
+    "encode_example",
+    "collate_examples",
+    "sft_examples",
+    "make_sft_batch_fn",
+    "sft_loss",
+    "generate_responses",
+    "response_logprobs",
+    "win_rate",
+    "finetune_config",
+    "train_sft",
 ]
 
 IGNORE = -100  # label of positions that do not count in the loss
@@ -53,9 +66,11 @@ def encode_example(tokenizer, prompt: str, response: str) -> tuple[list[int], li
     return full[:-1], labels
 
 
-def collate_examples(examples: Sequence[tuple[list[int], list[int]]], pad_id: int = 0
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad ``(ids, labels)`` pairs into ``x (B, T)`` and ``y (B, T)`` (padding labelled IGNORE)."""
+def collate_examples(
+    examples: Sequence[tuple[list[int], list[int]]], pad_id: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad ``(ids, labels)`` pairs into ``x (B, T)`` and ``y (B, T)`` (padding labelled
+    IGNORE)."""
     T = max(len(ids) for ids, _ in examples)
     x = torch.full((len(examples), T), pad_id, dtype=torch.long)
     y = torch.full((len(examples), T), IGNORE, dtype=torch.long)
@@ -65,13 +80,27 @@ def collate_examples(examples: Sequence[tuple[list[int], list[int]]], pad_id: in
     return x, y
 
 
-def sft_examples(world, split: str, n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """``n`` (formatted prompt, demonstration) pairs of ``split``: the labellers' SFT data."""
-    return [(p.formatted, world.demonstration(p)) for p in world.prompts(split, n, seed=seed)]
+def sft_examples(world, split: str, n: int, seed: int = 0,
+                 concise_share: float | None = None) -> list[tuple[str, str]]:
+    """``n`` (formatted prompt, demonstration) pairs of ``split``: the labellers' SFT data.
+
+    ``concise_share=None`` gives every prompt the careful, concise
+    :meth:`~gptlib.rlhf.world.ToyWorld.demonstration`; a number draws each from the pool of
+    labellers (:meth:`~gptlib.rlhf.world.ToyWorld.labeller_demonstration`), of whom that share
+    write concisely and the others with their habits.
+    """
+    import random
+
+    prompts = world.prompts(split, n, seed=seed)
+    if concise_share is None:
+        return [(p.formatted, world.demonstration(p)) for p in prompts]
+    rng = random.Random(f"labellers-{split}-{seed}")
+    return [(p.formatted, world.labeller_demonstration(p, rng, concise_share)) for p in prompts]
 
 
-def make_sft_batch_fn(tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int,
-                      block_size: int | None = None) -> Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]:
+def make_sft_batch_fn(
+    tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int, block_size: int | None = None
+) -> Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]:
     """A ``batch_fn(generator) -> (x, y)`` for :func:`gptlib.train.train`: random demonstrations.
 
     Examples longer than ``block_size`` raise (crop the prompt or raise the block size).
@@ -82,8 +111,10 @@ def make_sft_batch_fn(tokenizer, pairs: Sequence[tuple[str, str]], batch_size: i
     if block_size is not None:
         too_long = max(len(ids) for ids, _ in encoded)
         if too_long > block_size:
-            raise ValueError(f"an example has {too_long} tokens, more than block_size={block_size}; "
-                             "use shorter prompts or a model with a larger block_size.")
+            raise ValueError(
+                f"an example has {too_long} tokens, more than block_size={block_size}; "
+                "use shorter prompts or a model with a larger block_size."
+            )
 
     def batch_fn(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.randint(len(encoded), (batch_size,), generator=generator).tolist()
@@ -115,10 +146,19 @@ def _stop_at_newline(text: str) -> str:
 
 
 @torch.no_grad()
-def generate_responses(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int = 48,
-                       *, greedy: bool = False, temperature: float = 1.0, top_k: int | None = None,
-                       generator: torch.Generator | None = None, batch_size: int = 64) -> list[str]:
-    """Replies to formatted ``prompts`` (e.g. ``Prompt.formatted``), each cut after its first newline.
+def generate_responses(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int = 48,
+    *,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int = 64,
+) -> list[str]:
+    """Replies to formatted ``prompts`` (``Prompt.formatted``), each cut after its first newline.
 
     Prompts of equal token length are generated together (``gptlib.sampling.generate`` has no
     left padding), in chunks of ``batch_size``; a reply that reaches ``max_new_tokens`` without a
@@ -137,39 +177,62 @@ def generate_responses(model: torch.nn.Module, tokenizer, prompts: Sequence[str]
         rows = by_length[length]
         room = model.config.block_size - length
         if room < 1:
-            raise ValueError(f"a prompt has {length} tokens, no room left in block_size={model.config.block_size}.")
+            raise ValueError(
+                f"a prompt has {length} tokens, no room left in "
+                f"block_size={model.config.block_size}."
+            )
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
+            chunk = rows[start : start + batch_size]
             idx = torch.tensor([encoded[i] for i in chunk], dtype=torch.long, device=device)
-            res = generate(model, idx, min(max_new_tokens, room), greedy=greedy, temperature=temperature,
-                           top_k=top_k, generator=generator, eos_token=newline, pad_token=newline)
+            res = generate(
+                model,
+                idx,
+                min(max_new_tokens, room),
+                greedy=greedy,
+                temperature=temperature,
+                top_k=top_k,
+                generator=generator,
+                eos_token=newline,
+                pad_token=newline,
+            )
             for i, row in zip(chunk, res[:, length:].tolist()):
                 out[i] = _stop_at_newline(tokenizer.decode(row))
     return out
 
 
-def response_logprobs(model: torch.nn.Module, tokenizer, prompts: Sequence[str], responses: Sequence[str],
-                      *, grad: bool = False) -> torch.Tensor:
+def response_logprobs(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    *,
+    grad: bool = False,
+) -> torch.Tensor:
     """``(B,)`` sums of ``log pi(response token | everything before)`` over each response.
 
-    With ``grad=True`` the result keeps its graph (for DPO's loss); otherwise no gradients.
+    :func:`gptlib.evaluate.continuation_logprobs` on the encoded texts. With ``grad=True`` the
+    result keeps its graph (for DPO's loss) and the model's mode is left to the caller;
+    otherwise no gradients, in eval mode.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses.")
-    device = next(model.parameters()).device
-    x, y = collate_examples([encode_example(tokenizer, p, r) for p, r in zip(prompts, responses)])
-    x, y = x.to(device), y.to(device)
-    with torch.set_grad_enabled(grad):
-        logits = model(x)
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        mask = y != IGNORE
-        token_logp = logp.gather(-1, y.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        return (token_logp * mask).sum(-1)
+    pre = [tokenizer.encode(p) for p in prompts]
+    cont = [tokenizer.encode(r) for r in responses]
+    if any(not p for p in pre):
+        raise ValueError(
+            "response_logprobs needs non-empty prompts (format them with format_prompt)."
+        )
+    return continuation_logprobs(model, pre, cont, grad=grad)
 
 
-def win_rate(reward: Callable[[object, str], float], prompts: Sequence, responses_a: Sequence[str],
-             responses_b: Sequence[str]) -> float:
-    """Fraction of prompts where ``a`` beats ``b`` under ``reward(prompt, response)``; ties count 1/2."""
+def win_rate(
+    reward: Callable[[object, str], float],
+    prompts: Sequence,
+    responses_a: Sequence[str],
+    responses_b: Sequence[str],
+) -> float:
+    """Fraction of prompts where ``a`` beats ``b`` under ``reward(prompt, response)``; ties count
+    1/2."""
     if not (len(prompts) == len(responses_a) == len(responses_b)) or not prompts:
         raise ValueError("win_rate needs equally many (>= 1) prompts, responses_a and responses_b.")
     score = 0.0
@@ -179,50 +242,54 @@ def win_rate(reward: Callable[[object, str], float], prompts: Sequence, response
     return score / len(prompts)
 
 
-def policy_path(name: str):
-    """Folder of a shipped policy: ``assets/rlhf/<name>`` for ``name`` in ``base``, ``sft``."""
-    from gptlib.paths import ASSETS
-
-    if name not in ("base", "sft"):
-        raise ValueError(f"policy name must be 'base' or 'sft', got {name!r}")
-    return ASSETS / "rlhf" / name
-
-
-def load_policy(name: str, device: str | torch.device | None = None):
-    """``(GPT, CharTokenizer)`` of a shipped policy (``base`` or ``sft``), in eval mode.
-
-    Made by ``python scripts/make_rlhf_assets.py``.
-    """
-    from gptlib.checkpoint import load_model
-    from gptlib.tokenizer import load_tokenizer
-
-    folder = policy_path(name)
-    if not (folder / "model.safetensors").exists():
-        raise FileNotFoundError(f"{folder}/model.safetensors is missing; make it with "
-                                "`OMP_NUM_THREADS=1 python scripts/make_rlhf_assets.py`.")
-    return load_model(folder / "model.safetensors", device=device), load_tokenizer(folder / "tokenizer.json")
-
-
-
-def finetune_config(iters: int, batch_size: int, block_size: int, lr: float, seed: int = 0,
-                    progress: bool = False):
+def finetune_config(
+    iters: int, batch_size: int, block_size: int, lr: float, seed: int = 0, progress: bool = False
+):
     """The short fine-tuning schedule shared by SFT and the reward model: warm-up over 5% of the
     steps, cosine to lr/10, no weight decay, four evaluations."""
     from gptlib.train import TrainConfig
 
-    return TrainConfig(max_iters=iters, batch_size=batch_size, block_size=block_size, lr=lr, min_lr=lr / 10,
-                       warmup_iters=max(1, iters // 20), weight_decay=0.0, eval_interval=max(1, iters // 4),
-                       eval_iters=4, log_interval=max(1, iters // 50), progress=progress, seed=seed)
+    return TrainConfig(
+        max_iters=iters,
+        batch_size=batch_size,
+        block_size=block_size,
+        lr=lr,
+        min_lr=lr / 10,
+        warmup_iters=max(1, iters // 20),
+        weight_decay=0.0,
+        eval_interval=max(1, iters // 4),
+        eval_iters=4,
+        log_interval=max(1, iters // 50),
+        progress=progress,
+        seed=seed,
+    )
 
 
-def train_sft(model: torch.nn.Module, tokenizer, pairs: Sequence[tuple[str, str]], *, iters: int = 300,
-              batch_size: int = 32, lr: float = 5e-4, val_pairs: Sequence[tuple[str, str]] | None = None,
-              seed: int = 0, callback=None, progress: bool = False):
-    """Fine-tune ``model`` in place on demonstrations with :func:`sft_loss`; returns the ``TrainResult``."""
+def train_sft(
+    model: torch.nn.Module,
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    iters: int = 300,
+    batch_size: int = 32,
+    lr: float = 5e-4,
+    val_pairs: Sequence[tuple[str, str]] | None = None,
+    seed: int = 0,
+    callback=None,
+    progress: bool = False,
+):
+    """Fine-tune ``model`` in place on demonstrations with :func:`sft_loss`; returns the
+    ``TrainResult``."""
     from gptlib.train import train
 
     block = model.config.block_size
     cfg = finetune_config(iters, batch_size, block, lr, seed, progress)
     val = make_sft_batch_fn(tokenizer, val_pairs, batch_size, block) if val_pairs else None
-    return train(model, cfg, make_sft_batch_fn(tokenizer, pairs, batch_size, block), val,
-                 loss_fn=sft_loss, callback=callback)
+    return train(
+        model,
+        cfg,
+        make_sft_batch_fn(tokenizer, pairs, batch_size, block),
+        val,
+        loss_fn=sft_loss,
+        callback=callback,
+    )

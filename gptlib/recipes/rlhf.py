@@ -1,0 +1,147 @@
+"""Chapters 11-12's models: the pre-trained base, the SFT policy and the reward model.
+
+Three stages, each written as an asset and read back by the next: ``rlhf/base`` (a character
+GPT pre-trained on the toy world's web-like text), ``rlhf/sft`` (base fine-tuned on labeller
+demonstrations, loss on the response only) and ``rlhf/reward`` (the SFT body with a scalar
+head, trained on K-wise rankings with all C(K, 2) pairs of a ranking in one batch).
+``--only rlhf/sft`` remakes one stage from the earlier ones under ``--out``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from gptlib.recipes.context import RecipeContext
+
+STAGES = ("rlhf/base", "rlhf/sft", "rlhf/reward")
+
+
+def _params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def make_base(ctx: RecipeContext, world, tok) -> None:
+    import torch
+
+    from gptlib.device import seed_everything
+    from gptlib.model import GPT, GPTConfig
+    from gptlib.train import TrainConfig, train
+
+    s, t0 = ctx.settings["base"], time.perf_counter()
+    seed_everything(ctx.settings["seed"])
+    ids = torch.tensor(tok.encode(world.pretraining_text(s["chars"], seed=0)), dtype=torch.long)
+    val = torch.tensor(tok.encode(world.pretraining_text(s["val_chars"], seed=1)), dtype=torch.long)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, **ctx.settings["model"]))
+    cfg = TrainConfig(
+        max_iters=s["iters"],
+        batch_size=s["batch_size"],
+        block_size=s["block_size"],
+        lr=s["lr"],
+        min_lr=s["lr"] / 10,
+        warmup_iters=s["warmup_iters"],
+        eval_interval=s["eval_interval"],
+        eval_iters=s["eval_iters"],
+        progress=False,
+        device=ctx.settings["device"],
+        seed=ctx.settings["seed"],
+    )
+    res = train(model, cfg, ids, val)
+    ctx.save(
+        "rlhf/base",
+        model=model,
+        builder="gptlib.model:GPT.from_config",
+        model_config=dataclasses.asdict(model.config),
+        tokenizer=tok,
+        metrics={"val_loss": res.final_val_loss, "params": _params(model)},
+        history=res.history,
+        wall_s=time.perf_counter() - t0,
+    )
+
+
+def make_sft(ctx: RecipeContext, world, tok) -> None:
+    from gptlib import assets
+    from gptlib.device import seed_everything
+    from gptlib.rlhf.sft import sft_examples, train_sft
+
+    s, t0 = ctx.settings["sft"], time.perf_counter()
+    seed_everything(ctx.settings["seed"])
+    model = assets.load("rlhf/base", root=ctx.out, device=ctx.settings["device"]).model
+    res = train_sft(
+        model,
+        tok,
+        sft_examples(world, "train", s["n_pairs"]),
+        iters=s["iters"],
+        batch_size=s["batch_size"],
+        lr=s["lr"],
+        val_pairs=sft_examples(world, "val", s["val_pairs"]),
+        seed=ctx.settings["seed"],
+    )
+    ctx.save(
+        "rlhf/sft",
+        model=model,
+        builder="gptlib.model:GPT.from_config",
+        model_config=dataclasses.asdict(model.config),
+        tokenizer=tok,
+        metrics={"val_loss": res.final_val_loss, "params": _params(model)},
+        history=res.history,
+        wall_s=time.perf_counter() - t0,
+    )
+
+
+def make_reward(ctx: RecipeContext, world, tok) -> None:
+    from gptlib import assets
+    from gptlib.device import seed_everything
+    from gptlib.rlhf.reward import (
+        RewardModel,
+        comparison_accuracy,
+        make_comparisons,
+        make_reward_fn,
+        train_reward_model,
+    )
+
+    s, t0 = ctx.settings["reward"], time.perf_counter()
+    seed_everything(ctx.settings["seed"])
+    sft = assets.load("rlhf/sft", root=ctx.out, device=ctx.settings["device"]).model
+    rm = RewardModel(sft)
+    train_c = make_comparisons(world, "train", s["n_prompts"], s["k"], noise=s["noise"], seed=0)
+    val_c = make_comparisons(world, "val", s["val_prompts"], s["k"], noise=s["noise"], seed=0)
+    res = train_reward_model(
+        rm,
+        tok,
+        train_c,
+        iters=s["iters"],
+        rankings_per_batch=s["rankings_per_batch"],
+        lr=s["lr"],
+        val=val_c,
+        seed=ctx.settings["seed"],
+    )
+    acc = comparison_accuracy(make_reward_fn(rm, tok), val_c, gold=world)
+    ctx.save(
+        "rlhf/reward",
+        model=rm,
+        builder="gptlib.rlhf.reward:RewardModel.from_config",
+        model_config=dataclasses.asdict(rm.gpt.config),
+        tokenizer=tok,
+        metrics={"val_loss": res.final_val_loss, "val_accuracy": acc},
+        history=res.history,
+        wall_s=time.perf_counter() - t0,
+    )
+
+
+def run(ctx: RecipeContext) -> None:
+    import torch
+
+    from gptlib.rlhf.world import ToyWorld, make_tokenizer
+    from gptlib.settings import check_key
+
+    only = ctx.settings.get("only") or None
+    if only:
+        check_key(only, STAGES, where="--only of the rlhf recipe")
+    if ctx.settings["device"] == "cpu":
+        torch.set_num_threads(1)
+    world, tok = ToyWorld(ctx.settings["world_seed"]), make_tokenizer()
+    makers = {"rlhf/base": make_base, "rlhf/sft": make_sft, "rlhf/reward": make_reward}
+    for name in STAGES:
+        if only in (None, name):
+            makers[name](ctx, world, tok)
