@@ -143,7 +143,7 @@ def load(name: str, device: str | torch.device | None = None,
     """Load asset ``name`` (e.g. ``"rlhf/sft"``): model in eval mode on ``device``, tokenizer, meta."""
     from safetensors.torch import load_file
 
-    from gptlib.checkpoint import load_state_dict_checked
+    from gptlib.statedict import load_state_dict_checked
     from gptlib.tokenizer import load_tokenizer
 
     meta = read_meta(name, root)

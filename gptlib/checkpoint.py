@@ -53,6 +53,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+# re-exported: callers meet these errors and checks through this module
+from gptlib.statedict import (
+    CheckpointError,
+    CheckpointMismatchError,
+    check_state_dict,
+    load_state_dict_checked,
+    unwrap_model,
+)
+
 __all__ = [
     "CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_paths",
     "save_model", "load_model", "load_state_dict_checked", "check_state_dict", "unwrap_model",
@@ -64,28 +73,9 @@ CHECKPOINT_FORMAT = "gptlib-checkpoint-v1"
 MODEL_FORMAT = "gptlib-model-v1"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, damaged, inconsistent or the wrong shape for the model."""
-
-
 # --------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------
-
-
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside ``DistributedDataParallel`` and/or ``torch.compile`` wrappers.
-
-    Both wrappers prefix parameter names (``module.``, ``_orig_mod.``); checkpoints always
-    store the unprefixed names so that they load into a plain model.
-    """
-    while True:
-        if hasattr(model, "_orig_mod"):       # torch.compile's OptimizedModule
-            model = model._orig_mod
-        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
 
 
 def encode_bytes_tensor(t: torch.Tensor) -> str:
@@ -173,62 +163,6 @@ def _dedupe_shared(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.T
         tensors[name] = t.cpu().clone() if ptr in storages else t.cpu().contiguous()
         storages.add(ptr)
     return tensors, aliases
-
-
-def _shape(t: torch.Tensor | tuple) -> str:
-    return str(tuple(t.shape if isinstance(t, torch.Tensor) else t))
-
-
-class CheckpointMismatchError(CheckpointError):
-    """A state dict whose tensors do not fit the model (a different config or architecture)."""
-
-
-def _strip_compile_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # torch.compile wraps the model and prefixes every key with "_orig_mod.".
-    prefix = "_orig_mod."
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
-
-
-def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
-                     source: str = "checkpoint") -> None:
-    """Raise ``CheckpointMismatchError`` naming every tensor that is missing, unexpected or mis-shaped.
-
-    PyTorch's own error for a shape mismatch is correct but buried in a long message; this
-    one lists every problem, one line each, naming the tensor and both shapes.
-    """
-    expected = model.state_dict()
-    problems = []
-    for name, t in expected.items():
-        if name not in state:
-            problems.append(f"  {name}: missing from the {source} (model expects {_shape(t)})")
-        elif tuple(state[name].shape) != tuple(t.shape):
-            problems.append(f"  {name!r}: the {source} has shape {_shape(state[name])}, "
-                            f"the model expects {_shape(t)}")
-    unexpected = [name for name in state if name not in expected]
-    if unexpected:
-        problems.append(f"  not in the model: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
-    if problems:
-        config = getattr(model, "config", None)
-        raise CheckpointMismatchError(
-            f"the {source} was made for a different config ({len(problems)} problem(s)):\n"
-            + "\n".join(problems[:20])
-            + ("\n  ..." if len(problems) > 20 else "")
-            + (f"\n(the model was built with {config})" if config is not None else "")
-            + "\nBuild the model with the config saved alongside the checkpoint."
-        )
-
-
-def load_state_dict_checked(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
-                            source: str = "checkpoint") -> torch.nn.Module:
-    """``model.load_state_dict(state)`` after :func:`check_state_dict`; returns the model.
-
-    Accepts state dicts saved from ``torch.compile``-wrapped models (``_orig_mod.`` prefix).
-    """
-    model = unwrap_model(model)
-    state = _strip_compile_prefix(state)
-    check_state_dict(model, state, source)
-    torch.nn.Module.load_state_dict(model, state, strict=True)
-    return model
 
 
 def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -448,7 +382,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     as :func:`gptlib.train.train` writes. The model is returned in eval mode (dropout off)
     unless ``eval_mode=False``.
     """
-    from gptlib.model import GPT, GPTConfig  # imported here: checkpoint.py must not need model.py
+    from gptlib.model import (  # imported here: checkpoint.py must not need model.py
+        GPT,
+        GPTConfig,
+    )
 
     path = Path(path)
     tensor_path, sidecar_path = checkpoint_paths(path)

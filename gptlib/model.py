@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptlib.attention import KVCache, MultiHeadAttention
-from gptlib.checkpoint import (
+from gptlib.statedict import (
     CheckpointMismatchError,
-    _strip_compile_prefix,
     check_state_dict,
     load_state_dict_checked,
+    strip_compile_prefix,
 )
 
 __all__ = [
@@ -235,6 +235,10 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -10
 class GPT(nn.Module):
     """A decoder-only transformer language model (GPT-1 or GPT-2 layout)."""
 
+    #: ``forward(..., last_only=True)`` computes the LM head for the last position only
+    #: (gptlib.sampling asks for this flag instead of importing this class).
+    supports_last_only = True
+
     @classmethod
     def from_config(cls, config: dict) -> "GPT":
         """An untrained GPT from a plain config dict (how :mod:`gptlib.assets` rebuilds one)."""
@@ -342,7 +346,9 @@ class GPT(nn.Module):
 
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling_kwargs: Any) -> torch.Tensor:
         """Continue ``idx`` by ``max_new_tokens`` tokens; see ``gptlib.sampling.generate`` for the options."""
-        from gptlib.sampling import generate  # local import: sampling imports this module
+        from gptlib.sampling import (
+            generate,  # local import: sampling imports this module
+        )
 
         return generate(self, idx, max_new_tokens, **sampling_kwargs)
 
@@ -406,7 +412,7 @@ class GPT(nn.Module):
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Like ``nn.Module.load_state_dict`` but a mismatch names the tensor and both shapes."""
-        state_dict = _strip_compile_prefix(state_dict)
+        state_dict = strip_compile_prefix(state_dict)
         if strict:
             check_state_dict(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

