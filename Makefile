@@ -27,7 +27,7 @@ export GPTLIB_FAST ?= 1
 export GPTLIB_STATIC ?= 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install book test test-unit test-notebooks test-site lab notebooks chromium clean bench student grade
+.PHONY: install lint cache-key book test test-unit test-notebooks test-site lab notebooks chromium clean bench student grade
 
 install: $(STAMP)
 
@@ -41,8 +41,13 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -c "import torch, gptlib; print('installed: torch', torch.__version__, '| gptlib', gptlib.__version__)"
 	@touch $(STAMP)
 
-# Cached chapter outputs are only valid for the gptlib source that produced them.
-GPTLIB_HASH = $(shell cat gptlib/*.py gptlib/configs/* 2>/dev/null | sha1sum | cut -c1-16)
+# Cached chapter outputs are only valid for what produced them: every file of gptlib/ (all
+# subpackages, configs, checks), every shipped asset, the book's config and the chapters.
+# (jupyter-cache also keys each chapter on its own code cells.) `git ls-files` would miss new,
+# untracked files, so hash the trees themselves, in a fixed order.
+CACHE_INPUTS = gptlib assets chapters book/_config.yml book/_toc.yml pyproject.toml
+GPTLIB_HASH = $(shell find $(CACHE_INPUTS) -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
+	! -name '*.ipynb' -print0 2>/dev/null | LC_ALL=C sort -z | xargs -0 sha1sum | sha1sum | cut -c1-16)
 
 book: $(STAMP)
 	@mkdir -p book/_build
@@ -53,7 +58,14 @@ book: $(STAMP)
 		-W -n --keep-going . && \
 	echo "book built in $$(( $$(date +%s) - start )) s: book/_build/html/index.html"
 
-test: $(STAMP) chromium
+# The key of the executed-chapter cache (tests/test_cache_key.py checks what changes it).
+cache-key:
+	@echo $(GPTLIB_HASH)
+
+lint: $(STAMP)
+	$(BIN)/ruff check gptlib tests benchmarks scripts
+
+test: $(STAMP) chromium lint
 	@start=$$(date +%s); \
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -m "not browser" tests && \
 	echo "[time] unit + notebook tests: $$(( $$(date +%s) - start )) s"
@@ -84,10 +96,18 @@ notebooks: $(STAMP)
 	$(BIN)/jupytext --to ipynb chapters/[0-9]*.md
 	@echo "wrote chapters/*.ipynb (ignored by git; the .md files stay the source)"
 
+# lab/overrides.json: chapters (.md) open in the notebook view by default (installed as the
+# app's default settings; a reader's own settings still win). lab/jupyter_server_config.py:
+# jupytext's contents manager, solutions folded on open, the chapter header kept on save.
+# LAB_ARGS: extra arguments (tests/test_lab.py passes a port, a token and --no-browser);
+# LAB_DIR: the folder served (the test serves a copy of chapters/).
+LAB_ARGS ?=
+LAB_DIR  ?= chapters
 lab: $(STAMP)
-	env $(LAB_FAST_ENV) GPTLIB_STATIC=0 $(BIN)/jupyter lab --notebook-dir=chapters \
-		--ServerApp.contents_manager_class=jupytext.TextFileContentsManager \
-		$(if $(filter 0,$(shell id -u)),--allow-root)
+	@install -D -m 644 lab/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	env $(LAB_FAST_ENV) GPTLIB_STATIC=0 $(BIN)/jupyter lab --notebook-dir=$(LAB_DIR) \
+		--config=lab/jupyter_server_config.py \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # The classroom kit (nbgrader): `make student` writes the student edition of every chapter to
 # classroom/release/<chapter>/ (solutions replaced by stubs, checker cells autograded);

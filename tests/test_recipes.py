@@ -1,0 +1,71 @@
+"""Every recipe runs in --quick mode and writes assets that gptlib.assets loads."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gptlib import assets
+from gptlib.recipes.registry import recipe_assets, recipe_names
+from gptlib.recipes.runner import main, run_recipe
+from gptlib.settings import SettingsError, read_toml, resolve
+
+
+def test_list_names_every_recipe_and_its_assets(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in recipe_names():
+        assert name in out
+        for asset in recipe_assets(name):
+            assert asset in out
+
+
+def test_every_shipped_asset_has_a_recipe():
+    made = {a for name in recipe_names() for a in recipe_assets(name)}
+    assert set(assets.names()) <= made, set(assets.names()) - made
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", recipe_names())
+def test_quick_recipe_writes_loadable_assets(name, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "gptlib.recipes", name, "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    written = assets.names(tmp_path)
+    assert written == sorted(recipe_assets(name)), (written, recipe_assets(name))
+    for asset in written:
+        a = assets.load(asset, root=tmp_path)
+        assert a.meta["command"] == f"python -m gptlib.recipes {name} --quick"
+        assert a.meta["settings"]
+
+
+def test_unknown_recipe_and_setting_say_did_you_mean(capsys):
+    assert main(["pretrian"]) == 2
+    assert "Did you mean 'pretrain'" in capsys.readouterr().err
+    assert main(["pretrain", "--quick", "--onyl", "x"]) == 2
+    assert "Did you mean 'only'" in capsys.readouterr().err
+    with pytest.raises(SettingsError, match="unknown table 'modelz'.*Did you mean 'models'"):
+        run_recipe("pretrain", mode="quick", overrides={"modelz.x": 1})
+
+
+def test_quick_and_full_tables_override_defaults():
+    raw = read_toml(os.path.join(os.path.dirname(assets.__file__), "configs", "pretrain.toml"))
+    default, quick, full = resolve(raw), resolve(raw, "quick"), resolve(raw, "full")
+    name = "gpt2/tasks-large"
+    assert default["models"][name]["max_iters"] == 1200
+    assert quick["models"][name]["max_iters"] < 10
+    assert full["models"][name]["model"]["n_embd"] > default["models"][name]["model"]["n_embd"]
+    # the defaults are untouched by resolving a mode
+    assert resolve(raw)["models"][name] == default["models"][name]
+
+
+def test_missing_settings_file_is_one_line(tmp_path):
+    with pytest.raises(SettingsError, match=r"^settings file '.*nope.toml' does not exist\.$"):
+        read_toml(tmp_path / "nope.toml")
+    proc = subprocess.run([sys.executable, "-m", "gptlib.train", str(tmp_path / "missing.toml")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [f"error: settings file '{tmp_path / 'missing.toml'}' does not exist."]
