@@ -39,6 +39,8 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from gptlib.evaluate import continuation_logprobs
+
 __all__ = [
     "Task", "TASKS", "PARAPHRASES", "reverse_task", "uppercase_task", "sort_task", "count_task",
     "is_held_out", "sample_inputs", "mix_tasks", "task_fraction",
@@ -324,16 +326,7 @@ def answer_logprob(model: torch.nn.Module, tokenizer, prompt: str, answer: str) 
     evaluate multiple-choice tasks. ``answer`` is appended as it is (include a leading space
     if the text has one: ``answer_logprob(m, tok, "reverse: abc =", " cba")``).
     """
-    device = next(model.parameters()).device
     p, a = tokenizer.encode(prompt), tokenizer.encode(answer)
     if not a:
         return 0.0
-    ids = torch.tensor([p + a], dtype=torch.long, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        logp = torch.log_softmax(model(ids[:, :-1]).float(), dim=-1)
-    finally:
-        model.train(was_training)
-    targets = ids[0, len(p):]
-    return float(logp[0, len(p) - 1:].gather(-1, targets[:, None]).sum())
+    return float(continuation_logprobs(model, [p], [a])[0])
