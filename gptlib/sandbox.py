@@ -30,6 +30,7 @@ Python-level guards. Layers 1, 2 and 4 are what the adversarial tests in
 use a VM or a container sandbox (the Codex paper ran its samples in gVisor); this module is
 sized for a textbook: a model's guesses at HumanEval, on a laptop.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,7 @@ __all__ = ["ExecutionResult", "execute", "execute_many", "sandbox_report"]
 
 # The runner: trusted code that starts in the child process, locks it down, then runs the
 # program. It receives {"program", "secret", "limits", "cwd", ...} as JSON on stdin.
-_RUNNER = r'''
+_RUNNER = r"""
 import builtins, ctypes, ctypes.util, json, os, resource, sys
 job = json.loads(sys.stdin.read())
 fd = os.open(os.devnull, os.O_RDONLY); os.dup2(fd, 0); os.close(fd)  # stdin is spent
@@ -81,7 +82,8 @@ for name, value in (("RLIMIT_CPU", lim["cpu_s"]), ("RLIMIT_AS", lim["memory_byte
                     ("RLIMIT_FSIZE", lim["file_bytes"]), ("RLIMIT_NOFILE", lim["open_files"]),
                     ("RLIMIT_CORE", 0)):
     try:
-        resource.setrlimit(getattr(resource, name), (value, value + (1 if name == "RLIMIT_CPU" else 0)))
+        hard = value + (1 if name == "RLIMIT_CPU" else 0)
+        resource.setrlimit(getattr(resource, name), (value, hard))
     except (ValueError, OSError):  # e.g. macOS cannot cap the address space: say so in the result
         isolation.append("no-" + name)
 
@@ -142,7 +144,8 @@ _os_open = os.open
 def _guarded_os_open(path, flags, *args, **kwargs):
     writes = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
     if writes and not _inside(path):
-        raise PermissionError(f"sandbox: writing {path!r} outside the working directory is not allowed")
+        raise PermissionError(f"sandbox: writing {path!r} outside the working directory "
+                              "is not allowed")
     return _os_open(path, flags, *args, **kwargs)
 import posix  # os re-exports posix's functions: both names must be guarded
 os.open = posix.open = _guarded_os_open
@@ -179,13 +182,104 @@ del ctypes
 print_marker = print
 secret = job["secret"]
 program = job["program"]
+serve = job.get("serve")
 del job
 snapshot = dict(vars(builtins))
+
+def _tainted():
+    # State one program could leave behind for the next one served by this process.
+    changed = any(vars(builtins).get(k) is not v for k, v in snapshot.items() if k != "open")
+    threads = sys.modules.get("threading")
+    return bool(changed or builtins.open is not _guarded_open or sys.gettrace() or sys.getprofile()
+                or (threads is not None and threads.active_count() > 1))
+
+if serve is not None:
+    # Serve mode (gptlib.verdict): no tests run here. The trusted parent sends programs and
+    # calls, one JSON line each; we answer with the value each call returned, encoded only
+    # if it is a plain value (exact types), else with the reason it is not.
+    _loads, _dumps, _type, _hex, _repr = json.loads, json.dumps, type, hex, repr
+    _write, _exc_info, _BaseException = os.write, sys.exc_info, BaseException
+    _reader = io.open(serve[0], "rb")
+    _limit = serve[2]
+
+    def _enc(v, depth=0):
+        t = _type(v)
+        if depth > 50:
+            raise ValueError("the value is nested more than 50 levels deep")
+        if v is None or t is bool or t is str:
+            return v
+        if t is int:
+            return ["i", _hex(v)]
+        if t is float:
+            return ["f", _repr(v)]
+        if t in (list, tuple, set, frozenset):
+            tag = {list: "l", tuple: "t", set: "s", frozenset: "S"}[t]
+            return [tag, [_enc(x, depth + 1) for x in v]]
+        if t is dict:
+            return ["d", [[_enc(k, depth + 1), _enc(x, depth + 1)] for k, x in v.items()]]
+        if t is bytes:
+            return ["b", v.hex()]
+        raise TypeError(f"returned a {t.__module__}.{t.__qualname__}, not a plain value")
+
+    def _dec(x):
+        if x is None or _type(x) in (bool, str):
+            return x
+        tag, payload = x
+        if tag == "i":
+            return int(payload, 16)
+        if tag == "f":
+            return float(payload)
+        if tag == "b":
+            return bytes.fromhex(payload)
+        if tag == "d":
+            return {_dec(k): _dec(v) for k, v in payload}
+        return {"l": list, "t": tuple, "s": set, "S": frozenset}[tag](_dec(y) for y in payload)
+
+    def _send(obj):
+        data = (_dumps(obj) + "\n").encode()
+        if len(data) > _limit:
+            data = (_dumps({"raised": f"ResultTooLarge: over {_limit} bytes"}) + "\n").encode()
+        while data:
+            data = data[_write(serve[1], data):]
+
+    def _raised():
+        e = _exc_info()[1]
+        return {"raised": f"{_type(e).__name__}: {e}"[:500]}
+
+    served = {}
+    for line in _reader:
+        request = _loads(line)
+        if request["op"] == "load":
+            namespace = {"__name__": "__main__", "__builtins__": builtins}
+            try:
+                exec(compile(request["program"], "<program>", "exec"), namespace)
+                fn = namespace.get(request["entry"])
+                if not callable(fn):
+                    raise NameError(f"the program defines no function {request['entry']!r}")
+                served[request["id"]] = fn
+                answer = {"ok": None}
+            except _BaseException:
+                answer = _raised()
+        else:
+            try:
+                value = served[request["id"]](*_dec(request["args"]))
+            except _BaseException:
+                answer = _raised()
+            else:
+                try:
+                    answer = {"ok": _enc(value)}
+                except _BaseException:
+                    answer = {"not_plain": _raised()["raised"]}
+        answer["tainted"] = _tainted()
+        _send(answer)
+    os._exit(0)
+
 namespace = {"__name__": "__main__", "__builtins__": builtins}
 try:
     exec(compile(program, "<program>", "exec"), namespace)
 except SystemExit as e:
-    sys.stderr.write(f"SandboxVerdict: the program exited (SystemExit {e.code!r}) before it finished\n")
+    sys.stderr.write(f"SandboxVerdict: the program exited (SystemExit {e.code!r}) "
+                     "before it finished\n")
     os._exit(3)
 except BaseException as e:
     import traceback
@@ -198,7 +292,7 @@ if changed or builtins.open is not _guarded_open:
     os._exit(4)
 sys.stdout.flush()
 print_marker("\n" + secret, flush=True)
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -211,7 +305,9 @@ class ExecutionResult:
     stderr: str
     returncode: int | None
     wall_s: float
-    isolation: tuple[str, ...] = ()  # layers the OS gave: "netns", "pidns", "nobody"; "no-RLIMIT_AS" if refused
+    isolation: tuple[
+        str, ...
+    ] = ()  # layers the OS gave: "netns", "pidns", "nobody"; "no-RLIMIT_AS" if refused
 
     @property
     def passed(self) -> bool:
@@ -242,8 +338,10 @@ def _interpreter() -> tuple[str, bool]:
     here = (sys.executable, sysconfig.get_paths()["stdlib"])
     if all(_world_readable(Path(p)) for p in here):
         return sys.executable, True
-    for candidate in (f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}",
-                      "/usr/bin/python3"):
+    for candidate in (
+        f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}",
+        "/usr/bin/python3",
+    ):
         if Path(candidate).exists() and _world_readable(Path(candidate)):
             return candidate, True
     return sys.executable, False
@@ -255,6 +353,77 @@ _INTERPRETER: tuple[str, bool] | None = None
 def _cap(data: bytes, limit: int) -> str:
     text = data[:limit].decode("utf-8", errors="replace")
     return text + (f"\n[... {len(data) - limit} more bytes cut]" if len(data) > limit else "")
+
+
+def _job(
+    program: str,
+    timeout: float,
+    memory_mb: int,
+    max_output_bytes: int,
+    max_processes: int,
+    namespaces: bool,
+    drop_privileges: bool,
+    cpu_s: float | None = None,
+) -> tuple[dict, Path, str]:
+    """The runner's instructions, a fresh working directory, and the interpreter to use."""
+    global _INTERPRETER
+    if _INTERPRETER is None:
+        _INTERPRETER = _interpreter()
+    python, can_drop = _INTERPRETER
+    drop = drop_privileges and can_drop and os.geteuid() == 0
+    workdir = Path(tempfile.mkdtemp(prefix="gptlib-sandbox-"))
+    if drop:
+        os.chown(workdir, 65534, 65534)
+    job = {
+        "program": program,
+        "secret": "SANDBOX-OK-" + secrets.token_hex(16),
+        "cwd": str(workdir),
+        "namespaces": namespaces,
+        "drop_to": [65534, 65534] if drop else None,
+        "limits": {
+            "cpu_s": math.ceil(cpu_s or timeout) + 1,
+            "memory_bytes": memory_mb << 20,
+            "file_bytes": max_output_bytes,
+            "open_files": 64,
+            "processes": max_processes,
+        },
+    }
+    return job, workdir, python
+
+
+def _popen(python: str, job: dict, workdir: Path, out, err, pass_fds=()) -> subprocess.Popen:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+        "PYTHONHASHSEED": "0",
+    }
+    proc = subprocess.Popen(
+        [python, "-I", "-B", "-c", _RUNNER],
+        stdin=subprocess.PIPE,
+        stdout=out,
+        stderr=err,
+        cwd=workdir,
+        env=env,
+        start_new_session=True,
+        pass_fds=pass_fds,
+    )
+    try:
+        proc.stdin.write(json.dumps(job).encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    return proc
+
+
+def _check_args(program: str, timeout: float) -> None:
+    if not isinstance(program, str):
+        raise TypeError(
+            f"execute() takes the program's source as a str, got {type(program).__name__}."
+        )
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive (seconds), got {timeout}.")
 
 
 def execute(
@@ -273,40 +442,22 @@ def execute(
     and, rounded up, the CPU time. ``memory_mb`` caps the address space, ``max_output_bytes``
     the size of stdout/stderr and of any file the program writes. The result's status is
     ``passed`` only if the program ran to its end, exited normally and left builtins alone.
+
+    That status says how a *program* ended, and a program decides that itself: one that
+    reads the runner's secret out of its own process can print it and leave. It is no
+    verdict on tests the program contains. To judge code against tests, use
+    :func:`gptlib.verdict.run_tests`, which keeps the tests outside the program's process.
     """
-    if not isinstance(program, str):
-        raise TypeError(f"execute() takes the program's source as a str, got {type(program).__name__}.")
-    if not timeout > 0:
-        raise ValueError(f"timeout must be positive (seconds), got {timeout}.")
-    global _INTERPRETER
-    if _INTERPRETER is None:
-        _INTERPRETER = _interpreter()
-    python, can_drop = _INTERPRETER
-    drop = drop_privileges and can_drop and os.geteuid() == 0
-    secret = "SANDBOX-OK-" + secrets.token_hex(16)
-    workdir = Path(tempfile.mkdtemp(prefix="gptlib-sandbox-"))
+    _check_args(program, timeout)
+    job, workdir, python = _job(
+        program, timeout, memory_mb, max_output_bytes, max_processes, namespaces, drop_privileges
+    )
     capture = Path(tempfile.mkdtemp(prefix="gptlib-sandbox-out-"))  # outside the program's reach
-    if drop:
-        os.chown(workdir, 65534, 65534)
-    job = {
-        "program": program, "secret": secret, "cwd": str(workdir), "namespaces": namespaces,
-        "drop_to": [65534, 65534] if drop else None,
-        "limits": {"cpu_s": math.ceil(timeout) + 1, "memory_bytes": memory_mb << 20,
-                   "file_bytes": max_output_bytes, "open_files": 64, "processes": max_processes},
-    }
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(workdir), "TMPDIR": str(workdir),
-           "PYTHONHASHSEED": "0"}
     start = time.perf_counter()
     timed_out = False
     try:
         with open(capture / "out", "wb") as out, open(capture / "err", "wb") as err:
-            proc = subprocess.Popen([python, "-I", "-B", "-c", _RUNNER], stdin=subprocess.PIPE,
-                                    stdout=out, stderr=err, cwd=workdir, env=env, start_new_session=True)
-            try:
-                proc.stdin.write(json.dumps(job).encode())
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
+            proc = _popen(python, job, workdir, out, err)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -320,7 +471,9 @@ def execute(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(capture, ignore_errors=True)
-    return _verdict(proc.returncode, timed_out, stdout, stderr, secret, wall, max_output_bytes)
+    return _verdict(
+        proc.returncode, timed_out, stdout, stderr, job["secret"], wall, max_output_bytes
+    )
 
 
 def _kill_group(pid: int) -> None:
@@ -333,8 +486,15 @@ def _kill_group(pid: int) -> None:
 _ISOLATION = b"SandboxIsolation: "
 
 
-def _verdict(code: int | None, timed_out: bool, stdout: bytes, stderr: bytes, secret: str,
-             wall: float, cap: int) -> ExecutionResult:
+def _verdict(
+    code: int | None,
+    timed_out: bool,
+    stdout: bytes,
+    stderr: bytes,
+    secret: str,
+    wall: float,
+    cap: int,
+) -> ExecutionResult:
     marker = ("\n" + secret + "\n").encode()
     finished = stdout.endswith(marker)
     if finished:
@@ -342,15 +502,21 @@ def _verdict(code: int | None, timed_out: bool, stdout: bytes, stderr: bytes, se
     isolation: tuple[str, ...] = ()
     if stderr.startswith(_ISOLATION):  # the runner's first line: which kernel layers it got
         first, _, stderr = stderr.partition(b"\n")
-        isolation = tuple(x for x in first[len(_ISOLATION):].decode().split(",") if x)
+        isolation = tuple(x for x in first[len(_ISOLATION) :].decode().split(",") if x)
     err_text = _cap(stderr, cap)
     last = err_text.strip().splitlines()[-1] if err_text.strip() else ""
     if timed_out:
-        status, message = "timeout", f"wall-time limit reached after {wall:.1f} s; process group killed"
+        status, message = (
+            "timeout",
+            f"wall-time limit reached after {wall:.1f} s; process group killed",
+        )
     elif code == 0 and finished:
         status, message = "passed", ""
     elif code == 0:
-        status, message = "failed", "exited with status 0 before the end of the program (no completion marker)"
+        status, message = (
+            "failed",
+            "exited with status 0 before the end of the program (no completion marker)",
+        )
     elif code == 2:
         status, message = "failed", last or "AssertionError"
     elif code in (3, 4):
@@ -374,8 +540,14 @@ def _signal_verdict(sig: int, wall: float) -> tuple[str, str]:
     return "error", f"killed by signal {signal.Signals(sig).name}"
 
 
-def execute_many(programs: Sequence[str], timeout: float = 5.0, *, workers: int | None = None,
-                 progress: bool = True, **limits) -> list[ExecutionResult]:
+def execute_many(
+    programs: Sequence[str],
+    timeout: float = 5.0,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    **limits,
+) -> list[ExecutionResult]:
     """:func:`execute` every program, ``workers`` at a time (default: the CPU count), in order.
 
     Each run is its own process, so threads are enough to keep the cores busy.
@@ -385,7 +557,9 @@ def execute_many(programs: Sequence[str], timeout: float = 5.0, *, workers: int 
     workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(execute, p, timeout, **limits) for p in programs]
-        return [f.result() for f in tqdm(futures, desc="executing", disable=not progress, leave=False)]
+        return [
+            f.result() for f in tqdm(futures, desc="executing", disable=not progress, leave=False)
+        ]
 
 
 def sandbox_report() -> dict[str, object]:
@@ -400,4 +574,3 @@ def sandbox_report() -> dict[str, object]:
         "runs_as_uid": probe.stdout.strip(),
         "network_interfaces_seen": net.stdout.strip(),
     }
-

@@ -36,3 +36,44 @@ def test_truncate_checker():
             cuts = [text.find(s.lstrip("\n")) for s in stops if s.lstrip("\n") in text]
             return text[:min(cuts)] if cuts else text
         check_truncate_at_stop(anywhere)
+
+
+def test_best_temperature_checker():
+    import numpy as np
+
+    from gptlib.checks import check_best_temperature
+
+    def right(rows, k):
+        return max(rows, key=lambda T: np.mean([pass_at_k(n, c, k) for n, c in rows[T].values()]))
+
+    assert "right" in check_best_temperature(right)
+    with pytest.raises(CheckFailed, match="most passing samples"):
+        check_best_temperature(lambda rows, k: max(rows, key=lambda T: sum(c for _, c in rows[T].values())))
+
+
+def test_plain_value_checker():
+    from gptlib.checks import check_plain_value
+
+    def right(v):
+        t = type(v)
+        if v is None or t in (bool, int, float, str, bytes):
+            return True
+        if t in (list, tuple, set, frozenset):
+            return all(right(x) for x in v)
+        return t is dict and all(right(k) and right(x) for k, x in v.items())
+
+    assert "exact types" in check_plain_value(right)
+    with pytest.raises(CheckFailed, match="isinstance"):
+        check_plain_value(lambda v: v is None or isinstance(v, (int, float, str, bytes, list, tuple,
+                                                                  dict, set, frozenset)))
+    with pytest.raises(CheckFailed, match="inside containers"):
+        check_plain_value(lambda v: v is None or type(v) in (bool, int, float, str, bytes, list, tuple,
+                                                              dict, set, frozenset))
+
+
+def test_rank_by_mean_checker():
+    from gptlib.checks import check_rank_by_mean
+
+    assert "mean" in check_rank_by_mean(lambda s: max(range(len(s)), key=lambda i: sum(s[i]) / len(s[i])))
+    with pytest.raises(CheckFailed, match="sum"):
+        check_rank_by_mean(lambda s: max(range(len(s)), key=lambda i: sum(s[i])))
