@@ -8,6 +8,7 @@ DPO), compress (quantization and pruning), viz, checks, assets (shipped models),
 (what makes them), settings, paths.
 Importing the package is cheap: submodules are imported on first use.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -16,7 +17,9 @@ import pkgutil
 __version__ = "0.1.0"
 
 # Every module and subpackage of gptlib, found on disk (not a hand-kept list).
-_SUBMODULES = frozenset(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+_SUBMODULES = frozenset(
+    m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")
+)
 
 
 def __getattr__(name: str):

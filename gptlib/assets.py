@@ -26,6 +26,7 @@ A missing asset, or one written in an older format, raises :class:`AssetError` n
 command that makes it. Folders are written to a temporary sibling and renamed into place,
 so an interrupted recipe never leaves half an asset behind.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -43,14 +44,33 @@ import torch
 
 from gptlib.paths import ASSETS
 
-__all__ = ["Asset", "AssetError", "names", "load", "save", "read_meta", "machine_description",
-           "FORMAT", "META_KEYS"]
+__all__ = [
+    "Asset",
+    "AssetError",
+    "names",
+    "load",
+    "save",
+    "read_meta",
+    "machine_description",
+    "FORMAT",
+    "META_KEYS",
+]
 
 #: Version of the folder format; an asset with another version is stale.
 FORMAT = "gptlib-asset-v1"
 #: Keys every ``meta.json`` has.
-META_KEYS = ("name", "command", "settings", "metrics", "history", "wall_s", "machine", "torch",
-             "created", "format")
+META_KEYS = (
+    "name",
+    "command",
+    "settings",
+    "metrics",
+    "history",
+    "wall_s",
+    "machine",
+    "torch",
+    "created",
+    "format",
+)
 
 
 class AssetError(RuntimeError):
@@ -86,10 +106,14 @@ class Asset:
 
         path = self.path / (file if file.endswith(".safetensors") else file + ".safetensors")
         if not path.exists():
-            raise AssetError(f"asset {self.name!r} has no {path.name}; remake it with: {self.command}")
+            raise AssetError(
+                f"asset {self.name!r} has no {path.name}; remake it with: {self.command}"
+            )
         device = str(self._device) if self._device is not None else "cpu"
-        return {k: v.float() if v.is_floating_point() else v
-                for k, v in load_file(str(path), device=device).items()}
+        return {
+            k: v.float() if v.is_floating_point() else v
+            for k, v in load_file(str(path), device=device).items()
+        }
 
 
 def _root(root: str | os.PathLike | None) -> Path:
@@ -99,8 +123,11 @@ def _root(root: str | os.PathLike | None) -> Path:
 def names(root: str | os.PathLike | None = None) -> list[str]:
     """Every asset under ``root`` (default ``assets/``): folder paths holding a ``meta.json``."""
     base = _root(root)
-    return sorted(p.parent.relative_to(base).as_posix() for p in base.rglob("meta.json")
-                  if ".tmp-" not in p.as_posix())
+    return sorted(
+        p.parent.relative_to(base).as_posix()
+        for p in base.rglob("meta.json")
+        if ".tmp-" not in p.as_posix()
+    )
 
 
 def _maker_of(name: str) -> str:
@@ -115,15 +142,21 @@ def read_meta(name: str, root: str | os.PathLike | None = None) -> dict[str, Any
     path = _root(root) / name
     meta_path = path / "meta.json"
     if not meta_path.exists():
-        raise AssetError(f"asset {name!r} is missing (no {meta_path}); make it with: {_maker_of(name)}")
+        raise AssetError(
+            f"asset {name!r} is missing (no {meta_path}); make it with: {_maker_of(name)}"
+        )
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if meta.get("format") != FORMAT:
-        raise AssetError(f"asset {name!r} is stale (format {meta.get('format')!r}, expected {FORMAT!r}); "
-                         f"remake it with: {meta.get('command') or _maker_of(name)}")
+        raise AssetError(
+            f"asset {name!r} is stale (format {meta.get('format')!r}, expected {FORMAT!r}); "
+            f"remake it with: {meta.get('command') or _maker_of(name)}"
+        )
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
-        raise AssetError(f"asset {name!r} is stale: meta.json lacks {missing}; "
-                         f"remake it with: {meta.get('command') or _maker_of(name)}")
+        raise AssetError(
+            f"asset {name!r} is stale: meta.json lacks {missing}; "
+            f"remake it with: {meta.get('command') or _maker_of(name)}"
+        )
     return meta
 
 
@@ -138,9 +171,11 @@ def _resolve(builder: str) -> Any:
     return obj
 
 
-def load(name: str, device: str | torch.device | None = None,
-         root: str | os.PathLike | None = None) -> Asset:
-    """Load asset ``name`` (e.g. ``"rlhf/sft"``): model in eval mode on ``device``, tokenizer, meta."""
+def load(
+    name: str, device: str | torch.device | None = None, root: str | os.PathLike | None = None
+) -> Asset:
+    """Load asset ``name`` (e.g. ``"rlhf/sft"``): model in eval mode on ``device``, tokenizer,
+    meta. ``root`` is the folder of assets (default ``assets/``)."""
     from safetensors.torch import load_file
 
     from gptlib.statedict import load_state_dict_checked
@@ -152,17 +187,21 @@ def load(name: str, device: str | torch.device | None = None,
     if meta.get("model"):
         weights = path / "model.safetensors"
         if not weights.exists():
-            raise AssetError(f"asset {name!r} has no model.safetensors; remake it with: {meta['command']}")
+            raise AssetError(
+                f"asset {name!r} has no model.safetensors; remake it with: {meta['command']}"
+            )
         model = _resolve(meta["model"]["builder"])(meta["model"]["config"])
-        state = {k: v.float() if v.is_floating_point() else v
-                 for k, v in load_file(str(weights)).items()}
+        state = {
+            k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()
+        }
         for alias, stored in meta["model"].get("aliases", {}).items():
             state[alias] = state[stored]
         try:
             load_state_dict_checked(model, state, source=f"asset {name}")
         except Exception as e:  # shape mismatch: the code changed since the asset was made
-            raise AssetError(f"asset {name!r} does not fit its model ({e}); "
-                             f"remake it with: {meta['command']}") from None
+            raise AssetError(
+                f"asset {name!r} does not fit its model ({e}); remake it with: {meta['command']}"
+            ) from None
         if device is not None:
             model.to(device)
         model.eval()
@@ -173,9 +212,11 @@ def load(name: str, device: str | torch.device | None = None,
 
 def machine_description() -> str:
     """``"x86_64, 2 cores, 1 torch threads"``: where an asset was made."""
-    return (f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores, "
-            f"{torch.get_num_threads()} torch threads"
-            + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    return (
+        f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads"
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
+    )
 
 
 def _tied(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -192,11 +233,22 @@ def _tied(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], d
     return tensors, aliases
 
 
-def save(name: str, *, command: str, settings: Mapping[str, Any], metrics: Mapping[str, Any],
-         history: Any = None, wall_s: float, model: torch.nn.Module | None = None,
-         builder: str | None = None, model_config: Mapping[str, Any] | None = None,
-         tokenizer: Any = None, tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
-         root: str | os.PathLike | None = None, half: bool = False) -> Path:
+def save(
+    name: str,
+    *,
+    command: str,
+    settings: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    history: Any = None,
+    wall_s: float,
+    model: torch.nn.Module | None = None,
+    builder: str | None = None,
+    model_config: Mapping[str, Any] | None = None,
+    tokenizer: Any = None,
+    tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    root: str | os.PathLike | None = None,
+    half: bool = False,
+) -> Path:
     """Write asset ``name`` under ``root`` atomically (a temporary folder renamed into place).
 
     ``builder``/``model_config`` say how :func:`load` rebuilds ``model``; ``tensors`` maps a
@@ -211,15 +263,22 @@ def save(name: str, *, command: str, settings: Mapping[str, Any], metrics: Mappi
     tmp.mkdir()
     try:
         meta: dict[str, Any] = {
-            "name": name, "command": command, "settings": dict(settings), "metrics": dict(metrics),
-            "history": history if history is not None else {}, "wall_s": round(float(wall_s), 1),
-            "machine": machine_description(), "torch": torch.__version__,
+            "name": name,
+            "command": command,
+            "settings": dict(settings),
+            "metrics": dict(metrics),
+            "history": history if history is not None else {},
+            "wall_s": round(float(wall_s), 1),
+            "machine": machine_description(),
+            "torch": torch.__version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "format": FORMAT,
         }
         if model is not None:
             if builder is None or model_config is None:
-                raise ValueError("saving a model needs builder= and model_config= (how load rebuilds it)")
+                raise ValueError(
+                    "saving a model needs builder= and model_config= (how load rebuilds it)"
+                )
             state, aliases = _tied(model.state_dict())
             if half:
                 state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
@@ -228,10 +287,13 @@ def save(name: str, *, command: str, settings: Mapping[str, Any], metrics: Mappi
         if tokenizer is not None:
             tokenizer.save(tmp / "tokenizer.json")
         for stem, extra in (tensors or {}).items():
-            save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()},
-                      str(tmp / f"{stem}.safetensors"))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default) + "\n",
-                                       encoding="utf-8")
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in extra.items()},
+                str(tmp / f"{stem}.safetensors"),
+            )
+        (tmp / "meta.json").write_text(
+            json.dumps(meta, indent=1, default=_json_default) + "\n", encoding="utf-8"
+        )
         old = None
         if final.exists():
             old = final.parent / f".tmp-old-{final.name}-{uuid.uuid4().hex[:8]}"

@@ -17,6 +17,7 @@ holds the attention half, in four pieces:
 Shapes follow the convention ``(batch B, heads H, time T, head size d)``; the functions
 work on any leading dimensions ``(..., T, d)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -137,7 +138,9 @@ def fused_attention(
         # Align the triangle to the *end* of the keys, which is right for cached decoding.
         mask = mask & causal_mask(Tq, q.device, offset=Tk - Tq)
         is_causal = False
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
+    )
 
 
 # ----------------------------------------------------------------------------- KV cache
@@ -175,13 +178,18 @@ class KVCache:
         """Forget everything (the buffers are kept and simply overwritten)."""
         self.lengths = [0] * self.n_layer
 
-    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append ``k, v`` of shape ``(B, H, T_new, d)`` for ``layer_idx``; return all keys/values so far."""
+    def update(
+        self, layer_idx: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``k, v`` of shape ``(B, H, T_new, d)`` for ``layer_idx``; return all keys/values
+        so far.
+        """
         start = self.lengths[layer_idx]
         end = start + k.size(-2)
         if end > self.max_len:
             raise ValueError(
-                f"KV cache overflow: {end} positions needed but the cache holds max_len={self.max_len}. "
+                f"KV cache overflow: {end} positions needed but the cache holds "
+                f"max_len={self.max_len}. "
                 "Create a larger cache or crop the context."
             )
         if self.keys[layer_idx] is None:
@@ -208,7 +216,9 @@ class MultiHeadAttention(nn.Module):
     ``c_attn``/``c_proj`` match OpenAI's GPT-2 checkpoints, which makes conversion simple.
     """
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True) -> None:
+    def __init__(
+        self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True
+    ) -> None:
         super().__init__()
         if n_embd % n_head != 0:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head}).")
@@ -239,7 +249,8 @@ class MultiHeadAttention(nn.Module):
                 combined with the causal mask when the module is causal.
             kv_cache, layer_idx: cached decoding; ``x`` then holds only the new tokens and
                 the keys include everything cached before them.
-            return_weights: use the written-out path and also return the ``(B, H, T, T_keys)`` weights.
+            return_weights: use the written-out path and also return the
+                ``(B, H, T, T_keys)`` weights.
         """
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)

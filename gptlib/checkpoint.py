@@ -39,6 +39,7 @@ twice (it would silently become two tensors on load), so we store it once and re
 second name as an *alias*; loading copies the stored tensor into both names, which in the
 model are one and the same ``Parameter``, so the tie survives.
 """
+
 from __future__ import annotations
 
 import base64
@@ -63,10 +64,18 @@ from gptlib.statedict import (
 )
 
 __all__ = [
-    "CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_paths",
-    "save_model", "load_model", "load_state_dict_checked", "check_state_dict", "unwrap_model",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "checkpoint_paths",
+    "save_model",
+    "load_model",
+    "load_state_dict_checked",
+    "check_state_dict",
+    "unwrap_model",
     "CheckpointMismatchError",
-    "encode_bytes_tensor", "decode_bytes_tensor",
+    "encode_bytes_tensor",
+    "decode_bytes_tensor",
 ]
 
 CHECKPOINT_FORMAT = "gptlib-checkpoint-v1"
@@ -143,7 +152,9 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def _dedupe_shared(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _dedupe_shared(
+    state: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Split a state dict into tensors to store and ``{alias: stored_name}`` for shared ones."""
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
@@ -152,7 +163,13 @@ def _dedupe_shared(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.T
     for name, t in state.items():
         t = t.detach()
         # Same storage, offset, shape and stride: the very same tensor under another name.
-        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+        key = (
+            t.device,
+            t.untyped_storage().data_ptr(),
+            t.storage_offset(),
+            tuple(t.shape),
+            t.stride(),
+        )
         if key in seen:
             aliases[name] = seen[key]
             continue
@@ -185,9 +202,12 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 # --------------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None = None,
-                    meta: Mapping[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
     """Save ``model`` (and ``optimizer``) to ``<path>.safetensors`` and ``meta`` to ``<path>.json``.
 
     ``meta`` must be JSON-serialisable (RNG states: use :func:`encode_bytes_tensor`).
@@ -218,8 +238,11 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     tensor_tmp, sidecar_tmp = _tmp(tensor_path), _tmp(sidecar_path)
     try:
         # 1. Write both files under temporary names. Any failure here leaves the old pair alone.
-        save_file(tensors, str(tensor_tmp),
-                  metadata={"format": CHECKPOINT_FORMAT, "checkpoint_id": checkpoint_id})
+        save_file(
+            tensors,
+            str(tensor_tmp),
+            metadata={"format": CHECKPOINT_FORMAT, "checkpoint_id": checkpoint_id},
+        )
         _fsync_file(tensor_tmp)
         sidecar = {
             "format": CHECKPOINT_FORMAT,
@@ -257,10 +280,14 @@ def _read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     tensor_path, sidecar_path = checkpoint_paths(path)
     if not sidecar_path.exists():
         if tensor_path.exists():
-            raise CheckpointError(f"{tensor_path} has no sidecar {sidecar_path.name}: "
-                                  "not a complete gptlib checkpoint")
-        raise CheckpointError(f"no checkpoint at {tensor_path.with_suffix('')} "
-                              f"(looked for {tensor_path.name} and {sidecar_path.name})")
+            raise CheckpointError(
+                f"{tensor_path} has no sidecar {sidecar_path.name}: "
+                "not a complete gptlib checkpoint"
+            )
+        raise CheckpointError(
+            f"no checkpoint at {tensor_path.with_suffix('')} "
+            f"(looked for {tensor_path.name} and {sidecar_path.name})"
+        )
     sidecar = _read_sidecar(sidecar_path)
     tensors, metadata = _read_tensors(tensor_path)
     tensor_id = metadata.get("checkpoint_id")
@@ -280,16 +307,22 @@ def _read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
             raise CheckpointError(
                 f"{tensor_path.name} and {sidecar_path.name} come from different saves "
                 f"(ids {tensor_id} vs {sidecar.get('checkpoint_id')}); was one of them copied "
-                "or replaced on its own?")
+                "or replaced on its own?"
+            )
     size = tensor_path.stat().st_size
     if size != sidecar.get("tensor_bytes", size):
-        raise CheckpointError(f"{tensor_path} is {size} bytes but was saved with "
-                              f"{sidecar['tensor_bytes']}: truncated or modified")
+        raise CheckpointError(
+            f"{tensor_path} is {size} bytes but was saved with "
+            f"{sidecar['tensor_bytes']}: truncated or modified"
+        )
     return tensors, sidecar
 
 
-def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module | None = None,
-                    optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` into ``model`` (and ``optimizer``).
 
     Returns the ``meta`` dict that was saved with it. Pass ``model=None`` to read only the
@@ -302,11 +335,15 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module | None = Non
     return sidecar.get("meta", {})
 
 
-def _restore(tensors: dict[str, torch.Tensor], sidecar: dict[str, Any],
-             model: torch.nn.Module | None, optimizer: torch.optim.Optimizer | None,
-             source: str) -> None:
+def _restore(
+    tensors: dict[str, torch.Tensor],
+    sidecar: dict[str, Any],
+    model: torch.nn.Module | None,
+    optimizer: torch.optim.Optimizer | None,
+    source: str,
+) -> None:
     if model is not None:
-        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         for alias, stored in sidecar.get("aliases", {}).items():
             state[alias] = state[stored]
         load_state_dict_checked(model, state)
@@ -329,7 +366,9 @@ def _restore(tensors: dict[str, torch.Tensor], sidecar: dict[str, Any],
         try:
             optimizer.load_state_dict({"state": per_param, "param_groups": groups})
         except (ValueError, KeyError, RuntimeError) as e:
-            raise CheckpointError(f"optimizer state in {source} does not fit this optimizer: {e}") from e
+            raise CheckpointError(
+                f"optimizer state in {source} does not fit this optimizer: {e}"
+            ) from e
 
 
 # --------------------------------------------------------------------------------------
@@ -374,8 +413,9 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, config: Any = No
     return path
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device | None = None,
-               eval_mode: bool = True) -> torch.nn.Module:
+def load_model(
+    path: str | os.PathLike, device: str | torch.device | None = None, eval_mode: bool = True
+) -> torch.nn.Module:
     """Rebuild a :class:`~gptlib.model.GPT` from a :func:`save_model` file.
 
     Also accepts a training checkpoint (``runs/x/ckpt``) whose meta holds ``model_config``,
@@ -393,8 +433,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         file = path if path.suffix == ".safetensors" else tensor_path
         tensors, metadata = _read_tensors(file)
         if metadata.get("format") != MODEL_FORMAT:
-            raise CheckpointError(f"{file} is not a gptlib model file (no config in its metadata); "
-                                  "for a training checkpoint pass the name without the extension")
+            raise CheckpointError(
+                f"{file} is not a gptlib model file (no config in its metadata); "
+                "for a training checkpoint pass the name without the extension"
+            )
         config = GPTConfig(**json.loads(metadata["config"]))
         for alias, stored in json.loads(metadata.get("aliases", "{}")).items():
             tensors[alias] = tensors[stored]

@@ -36,11 +36,11 @@ and :func:`report` which prints a size / latency / perplexity table.
 Everything works on the :class:`gptlib.model.GPT` of this book; the quantization helpers work
 on any module made of ``nn.Linear`` layers.
 """
+
 from __future__ import annotations
 
 import copy
 import io
-import math
 import statistics
 import time
 import warnings
@@ -51,7 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptlib.evaluate import heldout_loss
+# perplexity lives with the book's other held-out measurements; chapter 15 calls it from here
+from gptlib.evaluate import perplexity
 
 __all__ = [
     "absmax_quantize",
@@ -91,8 +92,10 @@ def absmax_quantize(weight: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, 
     the range is symmetric and -128 is never used). A row of zeros gets scale 1 (any scale works).
     """
     if weight.dim() != 2:
-        raise ValueError(f"absmax_quantize expects a 2-D weight (out_features, in_features), got shape "
-                         f"{tuple(weight.shape)}; reshape it first, e.g. weight.flatten(1).")
+        raise ValueError(
+            f"absmax_quantize expects a 2-D weight (out_features, in_features), got shape "
+            f"{tuple(weight.shape)}; reshape it first, e.g. weight.flatten(1)."
+        )
     if not 2 <= bits <= 8:
         raise ValueError(f"bits must be between 2 and 8 (stored in int8), got {bits}")
     qmax = 2 ** (bits - 1) - 1
@@ -131,12 +134,16 @@ class Int8Linear(nn.Module):
     ``scale_x * scale_w``; this is what ``torch.ao``'s dynamic quantization does too.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, mode: str = "weight_only") -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, mode: str = "weight_only"
+    ) -> None:
         super().__init__()
         if mode not in ("weight_only", "w8a8"):
             raise ValueError(f"mode must be 'weight_only' or 'w8a8', got {mode!r}")
         self.in_features, self.out_features, self.mode = in_features, out_features, mode
-        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer(
+            "weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8)
+        )
         self.register_buffer("scale", torch.ones(out_features, 1))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
 
@@ -144,7 +151,9 @@ class Int8Linear(nn.Module):
     def from_linear(cls, linear: nn.Linear, mode: str = "weight_only") -> "Int8Linear":
         """Quantize an existing ``nn.Linear`` (its weight with :func:`absmax_quantize`)."""
         if not isinstance(linear, nn.Linear):
-            raise TypeError(f"Int8Linear.from_linear needs an nn.Linear, got {type(linear).__name__}")
+            raise TypeError(
+                f"Int8Linear.from_linear needs an nn.Linear, got {type(linear).__name__}"
+            )
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None, mode)
         q, scale = absmax_quantize(linear.weight)
         layer.weight_int8.copy_(q)
@@ -173,15 +182,22 @@ class Int8Linear(nn.Module):
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, mode={self.mode!r}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, mode={self.mode!r}"
+        )
 
 
 def linear_layers(model: nn.Module, skip: Iterable[str] = DEFAULT_SKIP) -> dict[str, nn.Linear]:
-    """The ``nn.Linear`` layers of ``model`` by name, in forward order, minus those named in ``skip``."""
+    """The ``nn.Linear`` layers of ``model`` by name, in forward order, minus those named in
+    ``skip``.
+    """
     skip = tuple(skip)
-    return {name: m for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and not any(name == s or name.startswith(s + ".") for s in skip)}
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and not any(name == s or name.startswith(s + ".") for s in skip)
+    }
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -190,8 +206,11 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def quantize_model(model: nn.Module, mode: str = "weight_only", skip: Iterable[str] = DEFAULT_SKIP) -> nn.Module:
-    """A copy of ``model`` with every ``nn.Linear`` (except ``skip``) replaced by :class:`Int8Linear`.
+def quantize_model(
+    model: nn.Module, mode: str = "weight_only", skip: Iterable[str] = DEFAULT_SKIP
+) -> nn.Module:
+    """A copy of ``model`` with every ``nn.Linear`` (except ``skip``) replaced by
+    :class:`Int8Linear`.
 
     The original is left untouched. By default the GPT's ``lm_head`` is skipped because it is the
     token embedding matrix (weight tying); embeddings, LayerNorms and biases stay float32.
@@ -205,7 +224,9 @@ def quantize_model(model: nn.Module, mode: str = "weight_only", skip: Iterable[s
     return qmodel.eval()
 
 
-def torch_dynamic_int8(model: nn.Module, skip: Iterable[str] = DEFAULT_SKIP, per_channel: bool = True) -> nn.Module:
+def torch_dynamic_int8(
+    model: nn.Module, skip: Iterable[str] = DEFAULT_SKIP, per_channel: bool = True
+) -> nn.Module:
     """PyTorch's dynamic int8 quantization of the ``Linear`` layers (CPU only), for comparison.
 
     ``torch.ao.quantization.quantize_dynamic`` stores qint8 weights (per output channel with
@@ -213,21 +234,31 @@ def torch_dynamic_int8(model: nn.Module, skip: Iterable[str] = DEFAULT_SKIP, per
     qnnpack int8 kernels. torch.ao is deprecated in favour of the separate ``torchao`` package;
     its warnings are silenced here. Raises ``RuntimeError`` if no quantized engine is available.
     """
-    if not torch.backends.quantized.supported_engines or torch.backends.quantized.supported_engines == ["none"]:
-        raise RuntimeError("this PyTorch build has no quantized CPU engine (fbgemm/qnnpack); "
-                           "torch_dynamic_int8 cannot run here")
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+    if (
+        not torch.backends.quantized.supported_engines
+        or torch.backends.quantized.supported_engines == ["none"]
+    ):
+        raise RuntimeError(
+            "this PyTorch build has no quantized CPU engine (fbgemm/qnnpack); "
+            "torch_dynamic_int8 cannot run here"
+        )
+    from torch.ao.quantization import (
+        default_dynamic_qconfig,
+        per_channel_dynamic_qconfig,
+        quantize_dynamic,
+    )
 
     names = set(linear_layers(model, skip))
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), {name: qconfig for name in names},
-                                dtype=torch.qint8)
+        return quantize_dynamic(
+            copy.deepcopy(model).cpu().eval(), {name: qconfig for name in names}, dtype=torch.qint8
+        )
 
 
 def to_bf16(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every float parameter and buffer in bfloat16 (2 bytes per weight)."""
+    """A copy of ``model`` with every float parameter and buffer in bfloat16 (2 bytes a weight)."""
     return copy.deepcopy(model).to(torch.bfloat16).eval()
 
 
@@ -250,11 +281,14 @@ def model_size_bytes(model: nn.Module) -> int:
 
 def _check_sparsity(value: float) -> None:
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"sparsity is the fraction of weights set to zero and must be in [0, 1), got {value}")
+        raise ValueError(
+            f"sparsity is the fraction of weights set to zero and must be in [0, 1), got {value}"
+        )
 
 
 def magnitude_mask(weight: torch.Tensor, target: float) -> torch.Tensor:
-    """Boolean mask (True = keep) that zeroes the ``round(target * numel)`` weights of smallest ``|w|``.
+    """Boolean mask (True = keep) that zeroes the ``round(target * numel)`` weights of smallest
+    ``|w|``.
 
     Exactly that many weights are removed, even with ties (a stable sort decides between equals).
     """
@@ -267,8 +301,12 @@ def magnitude_mask(weight: torch.Tensor, target: float) -> torch.Tensor:
     return keep.view_as(weight)
 
 
-def prune_magnitude(model: nn.Module, target: float, skip: Iterable[str] = DEFAULT_SKIP) -> nn.Module:
-    """A copy of ``model`` whose ``Linear`` weights (except ``skip``) each lose their smallest ``target`` share."""
+def prune_magnitude(
+    model: nn.Module, target: float, skip: Iterable[str] = DEFAULT_SKIP
+) -> nn.Module:
+    """A copy of ``model`` whose ``Linear`` weights (except ``skip``) each lose their smallest
+    ``target`` share.
+    """
     pruned = copy.deepcopy(model)
     with torch.no_grad():
         for layer in linear_layers(pruned, skip).values():
@@ -277,7 +315,9 @@ def prune_magnitude(model: nn.Module, target: float, skip: Iterable[str] = DEFAU
 
 
 def sparsity(model: nn.Module, skip: Iterable[str] = DEFAULT_SKIP) -> dict[str, float]:
-    """Share of exactly-zero weights in each ``Linear`` of ``model`` (except ``skip``), plus ``"all"``."""
+    """Share of exactly-zero weights in each ``Linear`` of ``model`` (except ``skip``), plus
+    ``"all"``.
+    """
     out, zeros, total = {}, 0, 0
     for name, layer in linear_layers(model, skip).items():
         w = layer.weight
@@ -289,9 +329,14 @@ def sparsity(model: nn.Module, skip: Iterable[str] = DEFAULT_SKIP) -> dict[str, 
 
 
 @torch.no_grad()
-def calibration_hessians(model: nn.Module, calib_ids: torch.Tensor, skip: Iterable[str] = DEFAULT_SKIP,
-                         batch_size: int = 16) -> dict[str, torch.Tensor]:
-    """``H = 2 X X^T / n`` (float64, ``(in, in)``) for the input ``X`` of every ``Linear``, from hooks.
+def calibration_hessians(
+    model: nn.Module,
+    calib_ids: torch.Tensor,
+    skip: Iterable[str] = DEFAULT_SKIP,
+    batch_size: int = 16,
+) -> dict[str, torch.Tensor]:
+    """``H = 2 X X^T / n`` (float64, ``(in, in)``) for the input ``X`` of every ``Linear``, from
+    hooks.
 
     ``calib_ids`` is ``(N, T)`` token ids; every row is run through the model and each layer's
     inputs (all ``N * T`` positions) are accumulated. Dividing by the number of tokens ``n`` only
@@ -301,13 +346,19 @@ def calibration_hessians(model: nn.Module, calib_ids: torch.Tensor, skip: Iterab
 
     def run() -> None:
         for i in range(0, calib_ids.shape[0], batch_size):
-            model(calib_ids[i:i + batch_size].to(device))
+            model(calib_ids[i : i + batch_size].to(device))
+
     return _input_hessians(linear_layers(model, skip), run)
 
 
-def _input_hessians(layers: dict[str, nn.Linear], run: Callable[[], object]) -> dict[str, torch.Tensor]:
+def _input_hessians(
+    layers: dict[str, nn.Linear], run: Callable[[], object]
+) -> dict[str, torch.Tensor]:
     """``H = 2 X X^T / n`` of each layer's inputs while ``run()`` drives the forward passes."""
-    sums = {name: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for name, m in layers.items()}
+    sums = {
+        name: torch.zeros(m.in_features, m.in_features, dtype=torch.float64)
+        for name, m in layers.items()
+    }
     counts = dict.fromkeys(layers, 0)
 
     def hook(name):
@@ -315,6 +366,7 @@ def _input_hessians(layers: dict[str, nn.Linear], run: Callable[[], object]) -> 
             x = inputs[0].detach().reshape(-1, module.in_features).float()
             sums[name] += (x.T @ x).to("cpu", torch.float64)  # float32 product, float64 running sum
             counts[name] += x.shape[0]
+
         return fn
 
     handles = [m.register_forward_hook(hook(name)) for name, m in layers.items()]
@@ -328,8 +380,13 @@ def _input_hessians(layers: dict[str, nn.Linear], run: Callable[[], object]) -> 
 
 
 @torch.no_grad()
-def sparsegpt_prune_linear(weight: torch.Tensor, hessian: torch.Tensor, target: float,
-                           block_size: int = 128, damp: float = 0.01) -> torch.Tensor:
+def sparsegpt_prune_linear(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    target: float,
+    block_size: int = 128,
+    damp: float = 0.01,
+) -> torch.Tensor:
     """Prune one weight matrix the SparseGPT way; returns the new (sparse, updated) weight.
 
     ``weight`` is ``(out, in)``, ``hessian`` is ``H = 2 X X^T / n`` of the layer's inputs,
@@ -352,15 +409,16 @@ def sparsegpt_prune_linear(weight: torch.Tensor, hessian: torch.Tensor, target: 
     rows, cols = W.shape
     H = hessian.detach().to(torch.float64).clone()
     if H.shape != (cols, cols):
-        raise ValueError(f"hessian has shape {tuple(H.shape)}, but the weight has {cols} inputs: "
-                         f"expected ({cols}, {cols}); compute it from this layer's inputs")
+        raise ValueError(
+            f"hessian has shape {tuple(H.shape)}, but the weight has {cols} inputs: "
+            f"expected ({cols}, {cols}); compute it from this layer's inputs"
+        )
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     H += damp * torch.mean(torch.diag(H)) * torch.eye(cols, dtype=H.dtype)
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
 
-    n_total = rows * cols
     pruned_so_far = 0
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
@@ -368,7 +426,7 @@ def sparsegpt_prune_linear(weight: torch.Tensor, hessian: torch.Tensor, target: 
         Err1 = torch.zeros_like(W1)
         # exactly round(target * (weights up to the end of this block)) zeros so far
         k = int(round(target * rows * i2)) - pruned_so_far
-        saliency = W1 ** 2 / torch.diag(U1).reshape(1, -1) ** 2
+        saliency = W1**2 / torch.diag(U1).reshape(1, -1) ** 2
         prune = torch.zeros(W1.numel(), dtype=torch.bool)
         if k > 0:
             prune[torch.argsort(saliency.flatten(), stable=True)[:k]] = True
@@ -389,10 +447,18 @@ def sparsegpt_prune_linear(weight: torch.Tensor, hessian: torch.Tensor, target: 
 
 
 @torch.no_grad()
-def prune_sparsegpt(model: nn.Module, calib_ids: torch.Tensor, target: float, skip: Iterable[str] = DEFAULT_SKIP,
-                    block_size: int = 128, damp: float = 0.01, sequential: bool = True,
-                    hessians: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """A copy of ``model`` with every ``Linear`` (except ``skip``) pruned by :func:`sparsegpt_prune_linear`.
+def prune_sparsegpt(
+    model: nn.Module,
+    calib_ids: torch.Tensor,
+    target: float,
+    skip: Iterable[str] = DEFAULT_SKIP,
+    block_size: int = 128,
+    damp: float = 0.01,
+    sequential: bool = True,
+    hessians: dict[str, torch.Tensor] | None = None,
+) -> nn.Module:
+    """A copy of ``model`` with every ``Linear`` (except ``skip``) pruned by
+    :func:`sparsegpt_prune_linear`.
 
     ``sequential=True`` (as in SparseGPT, for a :class:`gptlib.model.GPT`): the blocks are pruned
     one after another, and the Hessians of block ``b`` come from the calibration text run through
@@ -406,9 +472,12 @@ def prune_sparsegpt(model: nn.Module, calib_ids: torch.Tensor, target: float, sk
         if hessians is None:
             hessians = calibration_hessians(pruned, calib_ids, skip)
         for name, layer in linear_layers(pruned, skip).items():
-            layer.weight.copy_(sparsegpt_prune_linear(layer.weight, hessians[name], target, block_size, damp))
+            layer.weight.copy_(
+                sparsegpt_prune_linear(layer.weight, hessians[name], target, block_size, damp)
+            )
         return pruned
-    # sequential, block by block (GPT layout: embeddings -> blocks h.0 .. h.{n-1} -> ln_f -> lm_head)
+    # sequential, block by block (GPT layout: embeddings -> blocks h.0 .. h.{n-1} -> ln_f ->
+    # lm_head)
     device = next(pruned.parameters()).device
     ids = calib_ids.to(device)
     positions = torch.arange(ids.shape[1], device=device)
@@ -418,55 +487,32 @@ def prune_sparsegpt(model: nn.Module, calib_ids: torch.Tensor, target: float, sk
         for name, layer in linear_layers(block).items():
             full = f"h.{b}.{name}"
             if full in hs:
-                layer.weight.copy_(sparsegpt_prune_linear(layer.weight, hs[full], target, block_size, damp))
+                layer.weight.copy_(
+                    sparsegpt_prune_linear(layer.weight, hs[full], target, block_size, damp)
+                )
         x = block(x)  # the pruned block's output feeds the next block
     return pruned
 
 
-def calibration_hessians_block(block: nn.Module, x: torch.Tensor, prefix: str = "",
-                               skip: Iterable[str] = DEFAULT_SKIP) -> dict[str, torch.Tensor]:
-    """:func:`calibration_hessians` for one block given its input activations ``x`` ``(N, T, C)``."""
+def calibration_hessians_block(
+    block: nn.Module, x: torch.Tensor, prefix: str = "", skip: Iterable[str] = DEFAULT_SKIP
+) -> dict[str, torch.Tensor]:
+    """:func:`calibration_hessians` for one block, given its input activations ``x`` (N, T, C)."""
     skip = tuple(skip)
-    layers = {prefix + n: m for n, m in linear_layers(block, ()).items()
-              if not any((prefix + n) == s or (prefix + n).startswith(s + ".") for s in skip)}
+    layers = {
+        prefix + n: m
+        for n, m in linear_layers(block, ()).items()
+        if not any((prefix + n) == s or (prefix + n).startswith(s + ".") for s in skip)
+    }
     return _input_hessians(layers, lambda: block(x))
 
 
 # ----------------------------------------------------------------------------- measuring
 
 
-def _windows(ids: torch.Tensor, block_size: int, max_windows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-overlapping (input, target) windows of ``block_size`` tokens from a 1-D id tensor."""
-    n = (ids.numel() - 1) // block_size
-    if max_windows is not None:
-        n = min(n, max_windows)
-    if n < 1:
-        raise ValueError(f"need more than {block_size} tokens to make one evaluation window, got {ids.numel()}")
-    x = ids[: n * block_size].view(n, block_size)
-    y = ids[1: n * block_size + 1].view(n, block_size)
-    return x, y
-
-
-@torch.no_grad()
-def perplexity(model: nn.Module, ids: torch.Tensor, block_size: int | None = None, max_windows: int | None = 64,
-               batch_size: int = 16) -> float:
-    """``exp(mean next-token cross entropy)`` of ``model`` on the 1-D token ids ``ids``.
-
-    The text is cut into non-overlapping windows of ``block_size`` tokens (the model's own
-    ``config.block_size`` by default); the first ``max_windows`` are used (all with ``None``).
-    Every model compared on the same ids sees exactly the same windows.
-    """
-    block_size = block_size or model.config.block_size
-    x, y = _windows(ids, block_size, max_windows)
-    # quantized modules may hold no parameters: take the device from the state dict
-    device = next(iter(model.state_dict().values())).device
-    batches = ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, x.shape[0], batch_size))
-    return math.exp(heldout_loss(model, batches, device=device))
-
-
 @torch.no_grad()
 def latency(model: nn.Module, ids: torch.Tensor, repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall-clock seconds of one forward pass of ``model`` on the batch ``ids`` ``(B, T)``."""
+    """Median wall-clock seconds of one forward pass of ``model`` on the batch ``ids`` (B, T)."""
     device = next(iter(model.state_dict().values())).device
     ids = ids.to(device)
     for _ in range(warmup):
@@ -493,22 +539,39 @@ class Row:
     perplexity: float
 
 
-def report(models: dict[str, nn.Module], val_ids: torch.Tensor, latency_ids: torch.Tensor,
-           max_windows: int | None = 64, repeats: int = 5) -> list[Row]:
+def report(
+    models: dict[str, nn.Module],
+    val_ids: torch.Tensor,
+    latency_ids: torch.Tensor,
+    max_windows: int | None = 64,
+    repeats: int = 5,
+) -> list[Row]:
     """Size, forward latency and validation perplexity of each model (name -> model)."""
     rows = []
     for name, m in models.items():
-        rows.append(Row(name, model_size_bytes(m), latency(m, latency_ids, repeats),
-                        perplexity(m, val_ids, max_windows=max_windows)))
+        rows.append(
+            Row(
+                name,
+                model_size_bytes(m),
+                latency(m, latency_ids, repeats),
+                perplexity(m, val_ids, max_windows=max_windows),
+            )
+        )
     return rows
 
 
 def format_table(rows: Sequence[Row], baseline: str | None = None) -> str:
-    """The rows as a fixed-width text table; sizes and latencies also relative to ``baseline`` (first row by default)."""
+    """The rows as a fixed-width text table; sizes and latencies also relative to ``baseline``
+    (first row by default).
+    """
     base = next((r for r in rows if r.name == baseline), rows[0])
-    lines = [f"{'model':<26}{'size':>10}{'x':>7}{'latency':>11}{'x':>7}{'perplexity':>12}{'change':>9}"]
+    lines = [
+        f"{'model':<26}{'size':>10}{'x':>7}{'latency':>11}{'x':>7}{'perplexity':>12}{'change':>9}"
+    ]
     for r in rows:
-        lines.append(f"{r.name:<26}{r.size_bytes / 1e6:>8.2f}MB{r.size_bytes / base.size_bytes:>7.2f}"
-                     f"{r.latency_s * 1e3:>9.1f}ms{r.latency_s / base.latency_s:>7.2f}"
-                     f"{r.perplexity:>12.3f}{r.perplexity / base.perplexity - 1:>+9.2%}")
+        lines.append(
+            f"{r.name:<26}{r.size_bytes / 1e6:>8.2f}MB{r.size_bytes / base.size_bytes:>7.2f}"
+            f"{r.latency_s * 1e3:>9.1f}ms{r.latency_s / base.latency_s:>7.2f}"
+            f"{r.perplexity:>12.3f}{r.perplexity / base.perplexity - 1:>+9.2%}"
+        )
     return "\n".join(lines)

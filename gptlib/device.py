@@ -9,6 +9,7 @@
   on unless a CUDA GPU is present.
 - ``maybe_compile(model, enabled)``: ``torch.compile`` when asked and available.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,6 +18,7 @@ import random
 
 import numpy as np
 import torch
+
 
 def _fast_from_env() -> bool:
     """GPTLIB_FAST=1/0 decides; unset means full size on a CUDA GPU and fast mode elsewhere."""

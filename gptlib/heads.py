@@ -4,7 +4,8 @@ GPT-1's recipe (Radford et al., 2018) is *generative pre-training, then discrimi
 fine-tuning*: a language model is trained on raw text, then a single linear layer is added on
 top of its final hidden states and the whole network is trained on a labelled task::
 
-    ids (B, T) -> GPT.hidden_states -> (B, T, n_embd) -> pool -> (B, n_embd) -> Linear -> (B, n_classes)
+    ids (B, T) -> GPT.hidden_states -> (B, T, n_embd) -> pool -> (B, n_embd)
+               -> Linear -> (B, n_classes)
 
 :class:`SequenceClassifier` is that model. Pooling turns one vector per position into one
 vector per sequence:
@@ -21,6 +22,7 @@ right padding changes nothing the head reads.
 The same class with ``n_classes=1`` is a scalar scorer, e.g. the reward model of RLHF
 (:meth:`SequenceClassifier.score`).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -49,7 +51,9 @@ def pad_right(sequences: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor
     return ids, mask
 
 
-def pool_hidden(h: torch.Tensor, mask: torch.Tensor | None = None, pool: Pool = "last") -> torch.Tensor:
+def pool_hidden(
+    h: torch.Tensor, mask: torch.Tensor | None = None, pool: Pool = "last"
+) -> torch.Tensor:
     """One vector per sequence from hidden states ``h`` ``(B, T, C)``.
 
     ``mask`` ``(B, T)`` marks the real tokens (right padding); ``None`` means all are real.
@@ -87,7 +91,9 @@ class SequenceClassifier(nn.Module):
     objective ``L = L_cls + lambda * L_lm``.
     """
 
-    def __init__(self, gpt: nn.Module, n_classes: int, pool: Pool = "last", dropout: float = 0.0) -> None:
+    def __init__(
+        self, gpt: nn.Module, n_classes: int, pool: Pool = "last", dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if pool not in ("last", "mean"):
             raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
@@ -111,7 +117,9 @@ class SequenceClassifier(nn.Module):
         return pool_hidden(self.gpt.hidden_states(idx), mask, self.pool)
 
     def forward(self, idx: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Class logits ``(B, n_classes)`` for token ids ``idx`` ``(B, T)``, right-padded per ``mask``."""
+        """Class logits ``(B, n_classes)`` for token ids ``idx`` ``(B, T)``, right-padded per
+        ``mask``.
+        """
         return self.head(self.dropout(self.features(idx, mask)))
 
     def forward_with_lm(
@@ -125,11 +133,15 @@ class SequenceClassifier(nn.Module):
     def score(self, idx: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``(B,)`` scalar scores; only for ``n_classes == 1`` (e.g. a reward model)."""
         if self.n_classes != 1:
-            raise ValueError(f"score() needs n_classes == 1, this head has {self.n_classes} outputs")
+            raise ValueError(
+                f"score() needs n_classes == 1, this head has {self.n_classes} outputs"
+            )
         return self(idx, mask).squeeze(-1)
 
     @torch.no_grad()
-    def predict(self, idx: torch.Tensor, mask: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
+    def predict(
+        self, idx: torch.Tensor, mask: torch.Tensor | None = None, batch_size: int = 256
+    ) -> torch.Tensor:
         """Predicted classes ``(B,)``, in eval mode and in chunks of ``batch_size`` rows."""
         was_training = self.training
         self.eval()

@@ -21,6 +21,7 @@ that differ:
 Because :func:`mlm_batches` returns ``(inputs, targets)`` with ignored targets, the
 default language-model loss of :func:`gptlib.train.train` is already the MLM loss.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -32,8 +33,15 @@ from torch import nn
 from gptlib.attention import MultiHeadAttention
 
 __all__ = [
-    "IGNORE", "mask_tokens", "mlm_batches", "make_bidirectional", "masked_lm",
-    "blank_positions", "fill_blanks_mlm", "fill_blanks_left", "fill_blanks_scored",
+    "IGNORE",
+    "mask_tokens",
+    "mlm_batches",
+    "make_bidirectional",
+    "masked_lm",
+    "blank_positions",
+    "fill_blanks_mlm",
+    "fill_blanks_left",
+    "fill_blanks_scored",
 ]
 
 #: Target value of positions that are not scored (``F.cross_entropy``'s ``ignore_index``).
@@ -61,7 +69,9 @@ def mask_tokens(
     if not 0.0 < rate <= 1.0:
         raise ValueError(f"rate must be in (0, 1], got {rate}")
     if mask_share < 0 or random_share < 0 or mask_share + random_share > 1:
-        raise ValueError(f"need mask_share, random_share >= 0 with a sum <= 1, got {mask_share}, {random_share}")
+        raise ValueError(
+            f"need mask_share, random_share >= 0 with a sum <= 1, got {mask_share}, {random_share}"
+        )
     ids = ids.long()
     u = torch.rand(ids.shape, generator=generator)
     chosen = u < rate
@@ -137,11 +147,15 @@ def masked_lm(config) -> nn.Module:
 # ----------------------------------------------------------------------------- blank filling
 
 
-def blank_positions(n: int, block_size: int, margin: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def blank_positions(
+    n: int, block_size: int, margin: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``n`` random blank positions in a window, at least ``margin`` tokens from both ends
     (so there is context on each side)."""
     if block_size <= 2 * margin:
-        raise ValueError(f"block_size={block_size} leaves no room for a margin of {margin} on both sides")
+        raise ValueError(
+            f"block_size={block_size} leaves no room for a margin of {margin} on both sides"
+        )
     return torch.randint(margin, block_size - margin, (n,), generator=generator)
 
 
@@ -150,8 +164,13 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def fill_blanks_mlm(model: nn.Module, windows: torch.Tensor, positions: torch.Tensor, mask_id: int,
-                    batch_size: int = 256) -> torch.Tensor:
+def fill_blanks_mlm(
+    model: nn.Module,
+    windows: torch.Tensor,
+    positions: torch.Tensor,
+    mask_id: int,
+    batch_size: int = 256,
+) -> torch.Tensor:
     """BERT's guess for ``windows[i, positions[i]]``, which is replaced by ``[MASK]``:
     the arg-max of the model's prediction there, seeing both sides."""
     model.eval()
@@ -161,32 +180,34 @@ def fill_blanks_mlm(model: nn.Module, windows: torch.Tensor, positions: torch.Te
     inputs[rows, positions] = mask_id
     guesses = []
     for s in range(0, len(rows), batch_size):
-        logits = model(inputs[s:s + batch_size].to(device))
+        logits = model(inputs[s : s + batch_size].to(device))
         r = torch.arange(logits.size(0), device=device)
-        pick = logits[r, positions[s:s + batch_size].to(device)]
+        pick = logits[r, positions[s : s + batch_size].to(device)]
         pick[:, mask_id] = float("-inf")  # never "predict" [MASK] itself
         guesses.append(pick.argmax(-1).cpu())
     return torch.cat(guesses)
 
 
 @torch.no_grad()
-def fill_blanks_left(model: nn.Module, windows: torch.Tensor, positions: torch.Tensor,
-                     batch_size: int = 256) -> torch.Tensor:
+def fill_blanks_left(
+    model: nn.Module, windows: torch.Tensor, positions: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
     """A causal LM's guess for the blank from its left context only: the arg-max of the
     next-token prediction at ``positions - 1`` (the blank itself and its right are unused)."""
     model.eval()
     device = _device_of(model)
     guesses = []
     for s in range(0, windows.size(0), batch_size):
-        logits = model(windows[s:s + batch_size].to(device))
+        logits = model(windows[s : s + batch_size].to(device))
         r = torch.arange(logits.size(0), device=device)
-        guesses.append(logits[r, positions[s:s + batch_size].to(device) - 1].argmax(-1).cpu())
+        guesses.append(logits[r, positions[s : s + batch_size].to(device) - 1].argmax(-1).cpu())
     return torch.cat(guesses)
 
 
 @torch.no_grad()
-def fill_blanks_scored(model: nn.Module, windows: torch.Tensor, positions: torch.Tensor,
-                       candidates: int | torch.Tensor) -> torch.Tensor:
+def fill_blanks_scored(
+    model: nn.Module, windows: torch.Tensor, positions: torch.Tensor, candidates: int | torch.Tensor
+) -> torch.Tensor:
     """A causal LM fills the blank by trying every candidate token and keeping the one
     that gives the whole window the highest log-likelihood.
 
@@ -205,5 +226,5 @@ def fill_blanks_scored(model: nn.Module, windows: torch.Tensor, positions: torch
         logp = F.log_softmax(model(trial[:, :-1]).float(), dim=-1)
         token_logp = logp.gather(-1, trial[:, 1:, None]).squeeze(-1)  # (C, T-1)
         # Tokens before the blank do not depend on the candidate: score from the blank on.
-        guesses.append(cands[token_logp[:, p - 1:].sum(-1).argmax()].cpu())
+        guesses.append(cands[token_logp[:, p - 1 :].sum(-1).argmax()].cpu())
     return torch.stack(guesses)

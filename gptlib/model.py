@@ -18,6 +18,7 @@ Two block layouts are provided, because the book follows the history:
 Parameter names follow OpenAI's GPT-2 checkpoints (``wte``, ``wpe``, ``h.0.attn.c_attn``,
 ``mlp.c_fc``, ``ln_f`` ...) so ``GPT.from_hf`` / ``GPT.to_hf`` are plain renames and transposes.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -37,15 +38,7 @@ from gptlib.statedict import (
     strip_compile_prefix,
 )
 
-__all__ = [
-    "GPTConfig",
-    "MLP",
-    "Block",
-    "GPT",
-    "lm_loss",
-    "load_checked",
-    "CheckpointMismatchError",
-]
+__all__ = ["GPTConfig", "MLP", "Block", "GPT", "lm_loss", "load_checked", "CheckpointMismatchError"]
 
 # OpenAI's released GPT-2 sizes: (n_layer, n_head, n_embd).
 GPT2_SIZES: dict[str, tuple[int, int, int]] = {
@@ -90,7 +83,8 @@ class GPTConfig:
         if self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
-                f"each head gets n_embd / n_head channels. Try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}."
+                f"each head gets n_embd / n_head channels. "
+                f"Try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}."
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
@@ -112,9 +106,19 @@ class GPTConfig:
 
     @classmethod
     def gpt1(cls, **overrides: Any) -> "GPTConfig":
-        """GPT-1 as published: 12 x 768, 512 positions, 40478-token BPE, dropout 0.1, post-LN, tied embeddings."""
-        base = dict(vocab_size=40478, block_size=512, n_layer=12, n_head=12, n_embd=768,
-                    dropout=0.1, style="gpt1", tie_weights=True)
+        """GPT-1 as published: 12 x 768, 512 positions, 40478-token BPE, dropout 0.1, post-LN, tied
+        embeddings.
+        """
+        base = dict(
+            vocab_size=40478,
+            block_size=512,
+            n_layer=12,
+            n_head=12,
+            n_embd=768,
+            dropout=0.1,
+            style="gpt1",
+            tie_weights=True,
+        )
         return cls(**{**base, **overrides})
 
     @classmethod
@@ -124,8 +128,16 @@ class GPTConfig:
         Dropout defaults to 0 (OpenAI trained with 0.1; at the book's scales and for
         fine-tuning, no dropout trains faster) — pass ``dropout=0.1`` to match the paper.
         """
-        base = dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768,
-                    dropout=0.0, style="gpt2", tie_weights=True)
+        base = dict(
+            vocab_size=50257,
+            block_size=1024,
+            n_layer=12,
+            n_head=12,
+            n_embd=768,
+            dropout=0.0,
+            style="gpt2",
+            tie_weights=True,
+        )
         return cls(**{**base, **overrides})
 
     @classmethod
@@ -147,8 +159,16 @@ class GPTConfig:
 
         4 layers x 4 heads x 128 wide, 128 positions: trains on a CPU in minutes.
         """
-        base = dict(vocab_size=vocab_size, block_size=128, n_layer=4, n_head=4, n_embd=128,
-                    dropout=0.0, style="gpt2", tie_weights=True)
+        base = dict(
+            vocab_size=vocab_size,
+            block_size=128,
+            n_layer=4,
+            n_head=4,
+            n_embd=128,
+            dropout=0.0,
+            style="gpt2",
+            tie_weights=True,
+        )
         return cls(**{**base, **overrides})
 
 
@@ -186,8 +206,9 @@ class Block(nn.Module):
         super().__init__()
         self.pre_ln = config.style == "gpt2"
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
-        self.attn = MultiHeadAttention(config.n_embd, config.n_head, config.dropout, config.bias,
-                                       causal=config.causal)
+        self.attn = MultiHeadAttention(
+            config.n_embd, config.n_head, config.dropout, config.bias, causal=config.causal
+        )
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
 
@@ -200,7 +221,13 @@ class Block(nn.Module):
         return_weights: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         attn_in = self.ln_1(x) if self.pre_ln else x
-        attn_out = self.attn(attn_in, mask=mask, kv_cache=kv_cache, layer_idx=layer_idx, return_weights=return_weights)
+        attn_out = self.attn(
+            attn_in,
+            mask=mask,
+            kv_cache=kv_cache,
+            layer_idx=layer_idx,
+            return_weights=return_weights,
+        )
         weights = None
         if return_weights:
             attn_out, weights = attn_out
@@ -226,7 +253,9 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -10
     ``logits`` is ``(B, T, V)`` and ``targets`` ``(B, T)``: ``targets[b, t]`` is the token that
     follows position ``t`` (the input shifted left by one).
     """
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index
+    )
 
 
 # ----------------------------------------------------------------------------- model
@@ -254,7 +283,9 @@ class GPT(nn.Module):
         # Pre-LN blocks leave the residual stream un-normalised, so GPT-2 adds a final LN.
         # GPT-1's post-LN blocks already end in a LayerNorm: Identity keeps the code uniform.
         if config.style == "gpt2":
-            self.ln_f: nn.Module = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+            self.ln_f: nn.Module = nn.LayerNorm(
+                config.n_embd, eps=config.layer_norm_eps, bias=config.bias
+            )
         else:
             self.ln_f = nn.Identity()
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -285,15 +316,13 @@ class GPT(nn.Module):
             where = f" ({past} cached + {T} new)" if past else ""
             raise ValueError(
                 f"Sequence length {total}{where} exceeds the model's block_size of {block}: "
-                f"it has only {block} position embeddings. Crop the prompt to its last {block} tokens "
+                f"it has only {block} position embeddings. "
+                f"Crop the prompt to its last {block} tokens "
                 f"(idx[:, -{block}:]) or use a config with a larger block_size."
             )
 
     def hidden_states(
-        self,
-        idx: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        kv_cache: KVCache | None = None,
+        self, idx: torch.Tensor, mask: torch.Tensor | None = None, kv_cache: KVCache | None = None
     ) -> torch.Tensor:
         """Final hidden states ``(B, T, n_embd)`` (after ``ln_f``): the vector each position
         hands to the output layer. Classification and reward heads are put on these."""
@@ -326,7 +355,9 @@ class GPT(nn.Module):
         return self.lm_head(h)
 
     @torch.no_grad()
-    def attention_weights(self, idx: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def attention_weights(
+        self, idx: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """The attention weights of every layer, a list of ``n_layer`` tensors ``(B, H, T, T)``.
 
         Uses the written-out attention (slower, but it returns the weights) for plotting.
@@ -341,13 +372,19 @@ class GPT(nn.Module):
         return maps
 
     def new_kv_cache(self, max_len: int | None = None) -> KVCache:
-        """An empty KV cache for this model, holding up to ``max_len`` (default ``block_size``) positions."""
+        """An empty KV cache for this model, holding up to ``max_len`` (default ``block_size``)
+        positions.
+        """
         return KVCache(self.config.n_layer, max_len or self.config.block_size)
 
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling_kwargs: Any) -> torch.Tensor:
-        """Continue ``idx`` by ``max_new_tokens`` tokens; see ``gptlib.sampling.generate`` for the options."""
+    def generate(
+        self, idx: torch.Tensor, max_new_tokens: int, **sampling_kwargs: Any
+    ) -> torch.Tensor:
+        """Continue ``idx`` by ``max_new_tokens`` tokens; see ``gptlib.sampling.generate`` for the
+        options.
+        """
         from gptlib.sampling import (
-            generate,  # local import: sampling imports this module
+            generate,  # local import: keeps `import gptlib.model` light
         )
 
         return generate(self, idx, max_new_tokens, **sampling_kwargs)
@@ -379,7 +416,9 @@ class GPT(nn.Module):
         T = seq_len or c.block_size
         return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * T * c.n_embd
 
-    def estimate_mfu(self, tokens_per_second: float, peak_flops: float = 989e12, seq_len: int | None = None) -> float:
+    def estimate_mfu(
+        self, tokens_per_second: float, peak_flops: float = 989e12, seq_len: int | None = None
+    ) -> float:
         """Model FLOPs utilisation: achieved training FLOP/s divided by the hardware peak.
 
         ``peak_flops`` defaults to an H100 SXM's dense bf16 peak (989 TFLOP/s); an A100 is 312e12.
@@ -410,7 +449,9 @@ class GPT(nn.Module):
         extra = {"fused": True} if fused else {}
         return torch.optim.AdamW(groups, lr=lr, betas=betas, **extra)
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ):
         """Like ``nn.Module.load_state_dict`` but a mismatch names the tensor and both shapes."""
         state_dict = strip_compile_prefix(state_dict)
         if strict:
@@ -420,7 +461,12 @@ class GPT(nn.Module):
     # --- Hugging Face interop -----------------------------------------------------------
 
     # HF GPT-2 uses Conv1D, which stores weights as (in, out): the transpose of nn.Linear.
-    _HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    _HF_TRANSPOSED = (
+        "attn.c_attn.weight",
+        "attn.c_proj.weight",
+        "mlp.c_fc.weight",
+        "mlp.c_proj.weight",
+    )
 
     @classmethod
     def from_hf(cls, hf_model: nn.Module) -> "GPT":
@@ -431,11 +477,19 @@ class GPT(nn.Module):
         hf_cfg = hf_model.config
         activation = getattr(hf_cfg, "activation_function", "gelu_new")
         if activation not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise ValueError(f"Cannot convert: activation {activation!r}; gptlib uses tanh-GELU (gelu_new).")
+            raise ValueError(
+                f"Cannot convert: activation {activation!r}; gptlib uses tanh-GELU (gelu_new)."
+            )
         if getattr(hf_cfg, "n_inner", None) not in (None, 4 * hf_cfg.n_embd):
-            raise ValueError(f"Cannot convert: n_inner={hf_cfg.n_inner}; gptlib's MLP is 4 * n_embd wide.")
-        if getattr(hf_cfg, "scale_attn_by_inverse_layer_idx", False) or not getattr(hf_cfg, "scale_attn_weights", True):
-            raise ValueError("Cannot convert: non-standard attention scaling in the Hugging Face config.")
+            raise ValueError(
+                f"Cannot convert: n_inner={hf_cfg.n_inner}; gptlib's MLP is 4 * n_embd wide."
+            )
+        if getattr(hf_cfg, "scale_attn_by_inverse_layer_idx", False) or not getattr(
+            hf_cfg, "scale_attn_weights", True
+        ):
+            raise ValueError(
+                "Cannot convert: non-standard attention scaling in the Hugging Face config."
+            )
         config = GPTConfig.gpt2(
             vocab_size=hf_cfg.vocab_size,
             block_size=hf_cfg.n_positions,
@@ -471,7 +525,9 @@ class GPT(nn.Module):
                 "(post-LN blocks, no ln_f), which GPT2LMHeadModel cannot represent."
             )
         if not c.bias:
-            raise ValueError("Hugging Face GPT-2 always has biases; this model was built with bias=False.")
+            raise ValueError(
+                "Hugging Face GPT-2 always has biases; this model was built with bias=False."
+            )
         from transformers import GPT2Config, GPT2LMHeadModel
 
         hf_cfg = GPT2Config(
@@ -502,7 +558,9 @@ class GPT(nn.Module):
             new_state[key] = tensor.detach().clone().to(hf_state[key].dtype)
         result = hf_model.load_state_dict(new_state, strict=False)
         # Only non-parameter buffers (old versions' causal-mask "attn.bias") may be left unset.
-        missing = [k for k in result.missing_keys if not k.endswith(("attn.bias", "attn.masked_bias"))]
+        missing = [
+            k for k in result.missing_keys if not k.endswith(("attn.bias", "attn.masked_bias"))
+        ]
         if missing:
             raise ValueError(f"Conversion left Hugging Face tensors unset: {missing}")
         if c.tie_weights:

@@ -4,6 +4,7 @@ Chapters run with different working directories (JupyterLab: chapters/; nbval: a
 the site build: chapters/), so they locate assets through these constants.
 gptlib is installed in editable mode by the Makefile, so REPO_ROOT is the checkout.
 """
+
 from __future__ import annotations
 
 import os

@@ -12,6 +12,7 @@ Each step is a small function (``apply_temperature``, ``top_k_filter``, ``top_p_
 ``sample_next``) so chapters can show them one at a time; ``generate`` strings them together
 with a KV cache.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -25,7 +26,9 @@ __all__ = ["apply_temperature", "top_k_filter", "top_p_filter", "sample_next", "
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """``logits / temperature``. Must be > 0 (temperature 0 means greedy: use ``sample_next``)."""
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature} (for greedy decoding use greedy=True).")
+        raise ValueError(
+            f"temperature must be > 0, got {temperature} (for greedy decoding use greedy=True)."
+        )
     return logits / temperature
 
 
@@ -44,9 +47,10 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filter: keep the smallest set of most likely tokens whose probability sums to >= ``p``.
+    """Nucleus filter: keep the smallest set of most likely tokens whose probability sums to >=
+    ``p``.
 
-    The most likely token is always kept (so ``p`` close to 0 is greedy); ``p = 1`` keeps everything.
+    The most likely token is always kept (so ``p`` close to 0 is greedy); ``p = 1`` keeps all.
     """
     if not 0.0 < p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {p}.")
@@ -86,7 +90,11 @@ def sample_next(
         logits = top_p_filter(logits, top_p)
     probs = torch.softmax(logits, dim=-1)
     if generator is not None and generator.device != probs.device:
-        return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(-1).to(probs.device)
+        return (
+            torch.multinomial(probs.to(generator.device), 1, generator=generator)
+            .squeeze(-1)
+            .to(probs.device)
+        )
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -148,15 +156,19 @@ def generate(
     if idx.dim() != 2:
         raise ValueError(f"idx must be (batch, time) token ids, got shape {tuple(idx.shape)}.")
     if not getattr(model.config, "causal", True):
-        raise ValueError("generate() needs a causal model: this one attends in both directions "
-                         "(a masked LM, GPTConfig(causal=False)), so it was never trained to predict "
-                         "the next token. Fill blanks with gptlib.mlm instead.")
+        raise ValueError(
+            "generate() needs a causal model: this one attends in both directions "
+            "(a masked LM, GPTConfig(causal=False)), so it was never trained to predict "
+            "the next token. Fill blanks with gptlib.mlm instead."
+        )
     block_size = model.config.block_size
     B, T0 = idx.shape
     stop = [list(s) for s in stop] if stop else []
     if pad_token is None:
         pad_token = eos_token if eos_token is not None else 0
-    track = bool(stop) or eos_token is not None  # needs a GPU->CPU sync per step, so only when asked
+    track = (
+        bool(stop) or eos_token is not None
+    )  # needs a GPU->CPU sync per step, so only when asked
 
     # Output buffer written in place (no torch.cat per step).
     out = torch.full((B, T0 + max_new_tokens), pad_token, dtype=torch.long, device=idx.device)
@@ -173,14 +185,20 @@ def generate(
             if kv_cache is not None and kv_cache.pos >= block_size:
                 kv_cache = None  # cache full: fall back to cropped, uncached decoding
             if kv_cache is None:
-                context = out[:, max(0, length - block_size):length]
+                context = out[:, max(0, length - block_size) : length]
             elif kv_cache.pos == 0:
-                context = out[:, max(0, length - block_size):length]  # prefill with the prompt
+                context = out[:, max(0, length - block_size) : length]  # prefill with the prompt
             else:
-                context = out[:, length - 1:length]  # only the newest token
+                context = out[:, length - 1 : length]  # only the newest token
             logits = _next_logits(model, context, kv_cache)
-            next_token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                                     greedy=greedy, generator=generator)
+            next_token = sample_next(
+                logits,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                greedy=greedy,
+                generator=generator,
+            )
             if track and any(e is not None for e in end_of_row):
                 finished = torch.tensor([e is not None for e in end_of_row], device=idx.device)
                 next_token = next_token.masked_fill(finished, pad_token)
@@ -195,7 +213,7 @@ def generate(
                     n_stop = _ends_with(generated[b], stop)
                     if n_stop:
                         end_of_row[b] = length - n_stop
-                        out[b, length - n_stop:length] = pad_token  # strip the stop sequence
+                        out[b, length - n_stop : length] = pad_token  # strip the stop sequence
                     elif token == eos_token:
                         end_of_row[b] = length
                 if all(e is not None for e in end_of_row):

@@ -7,16 +7,25 @@ add three reserved tables: ``[recipe]`` (what the recipe makes: ``assets = [...]
 so top-level settings come first. On the command line ``--key value`` and ``--table.key=value``
 override any setting; an unknown key fails with the valid keys and a "did you mean".
 """
+
 from __future__ import annotations
 
 import copy
 import difflib
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["SettingsError", "read_toml", "parse_value", "parse_overrides", "check_key",
-           "apply_override", "resolve"]
+import tomllib
+
+__all__ = [
+    "SettingsError",
+    "read_toml",
+    "parse_value",
+    "parse_overrides",
+    "check_key",
+    "apply_override",
+    "resolve",
+]
 
 RESERVED = ("recipe", "quick", "full")
 
@@ -29,8 +38,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file; a missing or malformed file gives one clear line."""
     path = Path(path)
     if not path.exists():
-        near = difflib.get_close_matches(path.name, [p.name for p in path.parent.glob("*.toml")]
-                                         if path.parent.is_dir() else [], n=1)
+        near = difflib.get_close_matches(
+            path.name,
+            [p.name for p in path.parent.glob("*.toml")] if path.parent.is_dir() else [],
+            n=1,
+        )
         hint = f" Did you mean {str(path.parent / near[0])!r}?" if near else ""
         raise SettingsError(f"settings file {str(path)!r} does not exist.{hint}")
     try:
@@ -82,11 +94,14 @@ def check_key(key: str, valid: Sequence[str], where: str, what: str = "setting")
         return
     close = difflib.get_close_matches(key, list(valid), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise SettingsError(f"unknown {what} {key!r} in {where}.{hint}\n"
-                        f"Valid {what}s: {', '.join(sorted(valid))}")
+    raise SettingsError(
+        f"unknown {what} {key!r} in {where}.{hint}\nValid {what}s: {', '.join(sorted(valid))}"
+    )
 
 
-def apply_override(values: dict[str, Any], key: str, value: Any, where: str = "the overrides") -> None:
+def apply_override(
+    values: dict[str, Any], key: str, value: Any, where: str = "the overrides"
+) -> None:
     """``values["model"]["n_layer"] = 2`` for ``key="model.n_layer"``; only existing keys."""
     table, _, rest = key.partition(".")
     if rest:
@@ -101,9 +116,13 @@ def apply_override(values: dict[str, Any], key: str, value: Any, where: str = "t
         values[key] = value
 
 
-def resolve(raw: Mapping[str, Any], mode: str | None = None,
-            overrides: Mapping[str, Any] | None = None, where: str = "settings") -> dict[str, Any]:
-    """Settings of a recipe file: defaults, then the ``[quick]``/``[full]`` table, then overrides."""
+def resolve(
+    raw: Mapping[str, Any],
+    mode: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    where: str = "settings",
+) -> dict[str, Any]:
+    """A recipe file's settings: defaults, then the ``[quick]``/``[full]`` table, then overrides."""
     values = {k: copy.deepcopy(v) for k, v in raw.items() if k not in RESERVED}
     if mode is not None:
         if mode not in ("quick", "full"):

@@ -15,8 +15,9 @@ function with a name, written as one line of text::
 
 :func:`mix_tasks` scatters such lines, drawn with a seed, between the speeches of
 Shakespeare's plays; :func:`gptlib.data.datasets.shakespeare_tasks` is the resulting dataset
-(``train_val_tokens("shakespeare_tasks")``, so ``python -m gptlib.train`` can train on it). After pre-training, :func:`evaluate_zero_shot` prompts ``"reverse: xyz ="``,
-greedy-decodes until the end of the line and scores exact matches.
+(``train_val_tokens("shakespeare_tasks")``, so ``python -m gptlib.train`` can train on it).
+After pre-training, :func:`evaluate_zero_shot` prompts ``"reverse: xyz ="``, greedy-decodes
+until the end of the line and scores exact matches.
 
 Inputs are split once and for all: :func:`is_held_out` reserves a fixed fifth of all strings
 (chosen by a hash, not by a seed) for evaluation, and the corpus never contains them, so
@@ -29,6 +30,7 @@ write one line, :meth:`Task.renamed` asks the same task in other words (a paraph
 model never saw), :func:`evaluate_exact_match` scores any list of prompts and answers, and
 :func:`answer_logprob` scores a given answer by its likelihood instead of decoding one.
 """
+
 from __future__ import annotations
 
 import random
@@ -42,13 +44,26 @@ import torch
 from gptlib.evaluate import continuation_logprobs
 
 __all__ = [
-    "Task", "TASKS", "PARAPHRASES", "reverse_task", "uppercase_task", "sort_task", "count_task",
-    "is_held_out", "sample_inputs", "mix_tasks", "task_fraction",
-    "EvalResult", "evaluate_exact_match", "evaluate_zero_shot", "answer_logprob",
+    "Task",
+    "TASKS",
+    "PARAPHRASES",
+    "reverse_task",
+    "uppercase_task",
+    "sort_task",
+    "count_task",
+    "is_held_out",
+    "sample_inputs",
+    "mix_tasks",
+    "task_fraction",
+    "EvalResult",
+    "evaluate_exact_match",
+    "evaluate_zero_shot",
+    "answer_logprob",
 ]
 
 LETTERS = string.ascii_lowercase
-#: One task line is ``f"{name}{NAME_SEP}{input}{ANSWER_SEP}{answer}"``; a prompt stops after ``ANSWER_SEP.rstrip()``.
+#: One task line is ``f"{name}{NAME_SEP}{input}{ANSWER_SEP}{answer}"``; a prompt stops after
+#: ``ANSWER_SEP.rstrip()``.
 NAME_SEP = ": "
 ANSWER_SEP = " = "
 #: Share of all input strings kept out of the corpus for evaluation (see :func:`is_held_out`).
@@ -133,7 +148,9 @@ def count_task(letter: str = "a", min_len: int = 3, max_len: int = 6, max_count:
 
 
 #: The tasks written into the training corpus, by name.
-TASKS: dict[str, Task] = {t.name: t for t in (reverse_task(), uppercase_task(), sort_task(), count_task("a"))}
+TASKS: dict[str, Task] = {
+    t.name: t for t in (reverse_task(), uppercase_task(), sort_task(), count_task("a"))
+}
 
 #: Other words for the same tasks, never written in the corpus: asking with them tests whether
 #: the model learned what the task *is* or only the exact words that name it.
@@ -159,8 +176,14 @@ def is_held_out(x: str) -> bool:
     return zlib.crc32(x.encode("utf-8")) % HELD_OUT_MODULUS == 0
 
 
-def sample_inputs(task: Task, n: int, rng: random.Random, held_out: bool, unique: bool = True,
-                  max_tries: int = 1_000_000) -> list[str]:
+def sample_inputs(
+    task: Task,
+    n: int,
+    rng: random.Random,
+    held_out: bool,
+    unique: bool = True,
+    max_tries: int = 1_000_000,
+) -> list[str]:
     """``n`` inputs of ``task`` on the requested side of the split (distinct if ``unique``)."""
     out: list[str] = []
     seen: set[str] = set()
@@ -180,8 +203,9 @@ def sample_inputs(task: Task, n: int, rng: random.Random, held_out: bool, unique
 # --------------------------------------------------------------------------------------
 
 
-def mix_tasks(text: str, tasks: Sequence[Task], rng: random.Random, rate: float = 1.0,
-              max_lines: int = 4) -> str:
+def mix_tasks(
+    text: str, tasks: Sequence[Task], rng: random.Random, rate: float = 1.0, max_lines: int = 4
+) -> str:
     """Insert blocks of task lines between the speeches of ``text`` (speeches end at a blank line).
 
     After each speech, with probability ``rate``, a block of 1 to ``max_lines`` lines follows,
@@ -215,7 +239,11 @@ def mix_tasks(text: str, tasks: Sequence[Task], rng: random.Random, rate: float 
 def task_fraction(text: str, tasks: Iterable[Task] = TASKS.values()) -> float:
     """Share of the characters of ``text`` that are on task lines (for reporting the mixture)."""
     prefixes = tuple(t.name + NAME_SEP for t in tasks)
-    task_chars = sum(len(line) + 1 for line in text.split("\n") if line.startswith(prefixes) and ANSWER_SEP in line)
+    task_chars = sum(
+        len(line) + 1
+        for line in text.split("\n")
+        if line.startswith(prefixes) and ANSWER_SEP in line
+    )
     return task_chars / max(1, len(text))
 
 
@@ -249,24 +277,36 @@ class EvalResult:
         extra or missing characters cost too. Exact match jumps from 0 to 1 only when *every*
         character is right; this score shows progress before that happens.
         """
-        scores = [sum(p == a for p, a in zip(pred, ans)) / max(1, len(pred), len(ans))
-                  for pred, ans in zip(self.predictions, self.answers)]
+        scores = [
+            sum(p == a for p, a in zip(pred, ans)) / max(1, len(pred), len(ans))
+            for pred, ans in zip(self.predictions, self.answers)
+        ]
         return sum(scores) / max(1, len(scores))
 
     def examples(self, n: int = 5) -> str:
         """The first ``n`` examples, one line each, marked right (✓) or wrong (✗)."""
-        rows = [f"{'✓' if p == a else '✗'} {q.strip()} {p!r:<12} (answer {a!r})"
-                for q, a, p in zip(self.prompts[:n], self.answers, self.predictions)]
+        rows = [
+            f"{'✓' if p == a else '✗'} {q.strip()} {p!r:<12} (answer {a!r})"
+            for q, a, p in zip(self.prompts[:n], self.answers, self.predictions)
+        ]
         return "\n".join(rows)
 
     def __repr__(self) -> str:
-        return (f"EvalResult(accuracy={self.accuracy:.3f}, char_accuracy={self.char_accuracy:.3f}, "
-                f"n={len(self.answers)})")
+        return (
+            f"EvalResult(accuracy={self.accuracy:.3f}, char_accuracy={self.char_accuracy:.3f}, "
+            f"n={len(self.answers)})"
+        )
 
 
 @torch.no_grad()
-def evaluate_exact_match(model: torch.nn.Module, tokenizer, prompts: Sequence[str], answers: Sequence[str],
-                         batch_size: int = 128, max_new_tokens: int | None = None) -> EvalResult:
+def evaluate_exact_match(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    batch_size: int = 128,
+    max_new_tokens: int | None = None,
+) -> EvalResult:
     """Greedy-decode a continuation of every prompt and compare it with the answer, exactly.
 
     The prediction is the generated text up to the first newline, with surrounding spaces
@@ -289,12 +329,14 @@ def evaluate_exact_match(model: torch.nn.Module, tokenizer, prompts: Sequence[st
         by_length.setdefault(len(ids), []).append(i)
     for length, members in sorted(by_length.items()):
         for start in range(0, len(members), batch_size):
-            rows = members[start:start + batch_size]
+            rows = members[start : start + batch_size]
             budget = max_new_tokens or max(len(tokenizer.encode(f" {answers[i]}\n")) for i in rows)
             budget = min(budget, model.config.block_size - length)
             if budget < 1:
-                raise ValueError(f"a prompt of {length} tokens leaves no room in block_size "
-                                 f"{model.config.block_size}")
+                raise ValueError(
+                    f"a prompt of {length} tokens leaves no room in block_size "
+                    f"{model.config.block_size}"
+                )
             idx = torch.tensor([encoded[i] for i in rows], dtype=torch.long, device=device)
             out = generate(model, idx, budget, greedy=True, stop=[newline], pad_token=newline[0])
             for row, i in enumerate(rows):
@@ -303,8 +345,16 @@ def evaluate_exact_match(model: torch.nn.Module, tokenizer, prompts: Sequence[st
     return EvalResult(list(prompts), list(answers), predictions)
 
 
-def evaluate_zero_shot(model: torch.nn.Module, tokenizer, task: Task, n: int = 200, seed: int = 0,
-                       prefix: str = "\n", inputs: Sequence[str] | None = None, **kwargs) -> EvalResult:
+def evaluate_zero_shot(
+    model: torch.nn.Module,
+    tokenizer,
+    task: Task,
+    n: int = 200,
+    seed: int = 0,
+    prefix: str = "\n",
+    inputs: Sequence[str] | None = None,
+    **kwargs,
+) -> EvalResult:
     """Zero-shot exact-match accuracy of ``model`` on ``task``: prompt ``"name: x ="``, no examples.
 
     ``n`` inputs are drawn with ``seed`` from the held-out side of the split (or pass
@@ -315,7 +365,9 @@ def evaluate_zero_shot(model: torch.nn.Module, tokenizer, task: Task, n: int = 2
     if inputs is None:
         inputs = sample_inputs(task, n, random.Random(f"eval/{seed}/{task.name}"), held_out=True)
     prompts = [prefix + task.prompt(x) for x in inputs]
-    return evaluate_exact_match(model, tokenizer, prompts, [task.solve(x) for x in inputs], **kwargs)
+    return evaluate_exact_match(
+        model, tokenizer, prompts, [task.solve(x) for x in inputs], **kwargs
+    )
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ Example::
     >>> tok.decode(tok.encode("lowest"))
     'lowest'
 """
+
 from __future__ import annotations
 
 import heapq
@@ -32,8 +33,15 @@ from typing import Any, Iterable, Protocol, Sequence
 import regex
 
 __all__ = [
-    "Tokenizer", "CharTokenizer", "UnknownSymbolError", "ByteBPE", "GPT2_SPLIT_PATTERN",
-    "compression_ratio", "load_tokenizer", "tokenizer_from_dict", "IdTokenizer",
+    "Tokenizer",
+    "CharTokenizer",
+    "UnknownSymbolError",
+    "ByteBPE",
+    "GPT2_SPLIT_PATTERN",
+    "compression_ratio",
+    "load_tokenizer",
+    "tokenizer_from_dict",
+    "IdTokenizer",
 ]
 
 
@@ -144,9 +152,7 @@ class CharTokenizer:
 #: GPT-2's pre-tokenizer: English contractions, letters with an optional leading space,
 #: digits, punctuation runs, and whitespace. ``\s+(?!\S)`` keeps the last space of a run
 #: for the word that follows, so " the" is the same pre-token after one space or three.
-GPT2_SPLIT_PATTERN = (
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-)
+GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 Pair = tuple[int, int]
 
@@ -279,9 +285,15 @@ class ByteBPE:
         if any(i < len(self.vocab) for i in self._special_of_id):
             raise ValueError("special token ids must come after the byte and merge ids")
         self._special_splitter = (
-            regex.compile("(" + "|".join(regex.escape(s) for s in
-                                         sorted(self.special_tokens, key=len, reverse=True)) + ")")
-            if self.special_tokens else None
+            regex.compile(
+                "("
+                + "|".join(
+                    regex.escape(s) for s in sorted(self.special_tokens, key=len, reverse=True)
+                )
+                + ")"
+            )
+            if self.special_tokens
+            else None
         )
         self._cache: dict[str, list[int]] = {}
 
@@ -319,8 +331,10 @@ class ByteBPE:
                 break
             if verbose:
                 merged = vocab[pair[0]] + vocab[pair[1]]
-                print(f"merge {new_id - 255}/{n_merges}: {pair} -> {new_id} {merged!r} "
-                      f"(count {stats.pair_count[pair]})")
+                print(
+                    f"merge {new_id - 255}/{n_merges}: {pair} -> {new_id} {merged!r} "
+                    f"(count {stats.pair_count[pair]})"
+                )
             stats.merge(pair, new_id)
             merges.append((pair, new_id))
             vocab[new_id] = vocab[pair[0]] + vocab[pair[1]]
@@ -478,8 +492,10 @@ class IdTokenizer:
         ids = [int(i) for i in ids]
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
-            raise ValueError(f"ids {bad[:5]} are outside 0..{self.vocab_size - 1}: "
-                             f"this tokenizer's vocabulary has {self.vocab_size} ids")
+            raise ValueError(
+                f"ids {bad[:5]} are outside 0..{self.vocab_size - 1}: "
+                f"this tokenizer's vocabulary has {self.vocab_size} ids"
+            )
         return ids
 
     def decode(self, ids: Iterable[int]) -> list[int]:

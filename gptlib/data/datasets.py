@@ -1,4 +1,5 @@
 """Ready-made datasets of the train CLI and the recipes: ``train_val_tokens(name)``."""
+
 from __future__ import annotations
 
 import random
@@ -8,12 +9,7 @@ from typing import Callable, Sequence
 import torch
 
 from gptlib.data.batches import encode_documents, split_documents
-from gptlib.data.corpora import (
-    _shakespeare_stem,
-    cache_dir,
-    shakespeare,
-    shakespeare_plays,
-)
+from gptlib.data.corpora import _shakespeare_stem, cache_dir, shakespeare, shakespeare_plays
 from gptlib.tasks import TASKS, Task, mix_tasks
 from gptlib.tokenizer import ByteBPE, CharTokenizer, Tokenizer
 
@@ -49,9 +45,14 @@ def _shakespeare_bpe(val_fraction: float, seed: int, vocab_size: int | None) -> 
     return tokenizer, train, val
 
 
-
-def shakespeare_tasks(val_fraction: float = 0.1, seed: int = 0, vocab_size: int | None = None,
-                      rate: float = 1.0, max_lines: int = 8, tasks: Sequence[Task] | None = None):
+def shakespeare_tasks(
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    vocab_size: int | None = None,
+    rate: float = 1.0,
+    max_lines: int = 8,
+    tasks: Sequence[Task] | None = None,
+):
     """The ``"shakespeare_tasks"`` dataset: ``(tokenizer, train_plays, val_plays)``.
 
     Every play gets task lines mixed in by :func:`gptlib.tasks.mix_tasks` (``rate``, with a
@@ -61,10 +62,13 @@ def shakespeare_tasks(val_fraction: float = 0.1, seed: int = 0, vocab_size: int 
     the characters are).
     """
     tasks = list(TASKS.values()) if tasks is None else list(tasks)
-    plays = {title: mix_tasks(text, tasks, random.Random(f"tasks/{seed}/{title}"), rate, max_lines)
-             for title, text in shakespeare_plays().items()}
-    tokenizer = CharTokenizer.from_text("".join(plays.values()) + string.ascii_letters
-                                        + string.digits + "=:")
+    plays = {
+        title: mix_tasks(text, tasks, random.Random(f"tasks/{seed}/{title}"), rate, max_lines)
+        for title, text in shakespeare_plays().items()
+    }
+    tokenizer = CharTokenizer.from_text(
+        "".join(plays.values()) + string.ascii_letters + string.digits + "=:"
+    )
     train, val = split_documents(plays, val_fraction, seed)
     return tokenizer, train, val
 
@@ -73,7 +77,8 @@ def shakespeare_tasks(val_fraction: float = 0.1, seed: int = 0, vocab_size: int 
 DATASETS: dict[str, Callable[[float, int, int | None], DatasetParts]] = {
     "shakespeare_char": _shakespeare_char,
     "shakespeare_bpe": _shakespeare_bpe,
-    "shakespeare_tasks": shakespeare_tasks,  # task lines mixed into the plays (chapter 5, gptlib.tasks)
+    # task lines mixed into the plays (chapter 5, gptlib.tasks)
+    "shakespeare_tasks": shakespeare_tasks,
 }
 
 

@@ -1,4 +1,5 @@
 """``python -m gptlib.recipes``: see :mod:`gptlib.recipes`."""
+
 import sys
 
 from gptlib.recipes.runner import main

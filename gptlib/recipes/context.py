@@ -1,4 +1,5 @@
 """What a recipe's ``run`` receives: its settings, where to write, and how to save an asset."""
+
 from __future__ import annotations
 
 import time

@@ -1,9 +1,11 @@
-"""Character GPTs pre-trained on Shakespeare: GPT-1 (chapter 4) and the GPT-2 task family (chapter 5).
+"""Character GPTs pre-trained on Shakespeare: GPT-1 (chapter 4) and the GPT-2 task family (chapter
+5).
 
 Every model is one run of :func:`gptlib.train.train` on the settings of one ``[models.NAME]``
 table (the train CLI's keys: ``max_iters``, ``lr``, ``[model]``, ``[data]``...), written as
 the asset ``NAME``. ``--only gpt2/tasks-small`` trains one of them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,10 +25,19 @@ def run(ctx: RecipeContext) -> None:
         tokenizer, train_ids, val_ids = train_val_tokens(**cfg.data)
         model = build_model(cfg, tokenizer.vocab_size)
         result = train(model, cfg, train_ids, val_ids)
-        ctx.save(name, model=result.model, builder="gptlib.model:GPT.from_config",
-                 model_config=dataclasses.asdict(result.model.config), tokenizer=tokenizer,
-                 settings={**ctx.settings, "models": {name: cfg.to_dict()}},
-                 metrics={"val_loss": history_last(result.history, "val_loss"),
-                          "params": result.model.num_params(), "iters": result.iters,
-                          "tokens_per_sec": result.tokens_per_sec},
-                 history=result.history, wall_s=result.elapsed_s)
+        ctx.save(
+            name,
+            model=result.model,
+            builder="gptlib.model:GPT.from_config",
+            model_config=dataclasses.asdict(result.model.config),
+            tokenizer=tokenizer,
+            settings={**ctx.settings, "models": {name: cfg.to_dict()}},
+            metrics={
+                "val_loss": history_last(result.history, "val_loss"),
+                "params": result.model.num_params(),
+                "iters": result.iters,
+                "tokens_per_sec": result.tokens_per_sec,
+            },
+            history=result.history,
+            wall_s=result.elapsed_s,
+        )

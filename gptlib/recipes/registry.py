@@ -3,6 +3,7 @@
 Each recipe ``NAME`` is the module ``gptlib.recipes.NAME`` with settings in
 ``gptlib/configs/NAME.toml``, whose ``[recipe]`` table lists the assets it writes.
 """
+
 from __future__ import annotations
 
 import pkgutil

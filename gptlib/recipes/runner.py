@@ -1,4 +1,5 @@
-"""Run a recipe: resolve its settings, call its ``run(ctx)``; the ``python -m gptlib.recipes`` CLI."""
+"""Run a recipe: resolve its settings, call its ``run(ctx)``; ``python -m gptlib.recipes``."""
+
 from __future__ import annotations
 
 import importlib
@@ -14,17 +15,31 @@ from gptlib.settings import SettingsError, check_key, parse_overrides, read_toml
 __all__ = ["run_recipe", "main"]
 
 
-def run_recipe(name: str, mode: str | None = None, out: str | Path | None = None,
-               overrides: dict | None = None, command: str | None = None) -> RecipeContext:
+def run_recipe(
+    name: str,
+    mode: str | None = None,
+    out: str | Path | None = None,
+    overrides: dict | None = None,
+    command: str | None = None,
+) -> RecipeContext:
     """Run recipe ``name``; returns its context (``ctx.out`` holds the assets it wrote)."""
-    check_key(name, recipe_names(), where="gptlib/recipes (python -m gptlib.recipes --list)",
-              what="recipe")
+    check_key(
+        name,
+        recipe_names(),
+        where="gptlib/recipes (python -m gptlib.recipes --list)",
+        what="recipe",
+    )
     raw = read_toml(recipe_settings_path(name))
     settings = resolve(raw, mode=mode, overrides=overrides, where=str(recipe_settings_path(name)))
     flags = ([f"--{mode}"] if mode else []) + [f"--{k}={v}" for k, v in (overrides or {}).items()]
     command = command or shlex.join(["python", "-m", "gptlib.recipes", name, *flags])
-    ctx = RecipeContext(name=name, settings=settings, command=command,
-                        out=Path(out) if out is not None else ASSETS, mode=mode)
+    ctx = RecipeContext(
+        name=name,
+        settings=settings,
+        command=command,
+        out=Path(out) if out is not None else ASSETS,
+        mode=mode,
+    )
     module = importlib.import_module(f"gptlib.recipes.{name}")
     module.run(ctx)
     return ctx
@@ -42,7 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] == "--list":
         for name in recipe_names():
             doc = (importlib.import_module(f"gptlib.recipes.{name}").__doc__ or "").strip()
-            print(f"{name:14s} {', '.join(recipe_assets(name))}\n{'':14s} {doc.splitlines()[0] if doc else ''}")
+            print(
+                f"{name:14s} {', '.join(recipe_assets(name))}\n"
+                f"{'':14s} {doc.splitlines()[0] if doc else ''}"
+            )
         return 0
     name, rest = argv[0], argv[1:]
     mode = None
@@ -56,8 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mode = flag
         out = overrides.pop("out", None)
         # the rebuild command: everything but --out
-        kept = [a for i, a in enumerate(rest)
-                if not (a.startswith("--out") or (i and rest[i - 1] == "--out"))]
+        kept = [
+            a
+            for i, a in enumerate(rest)
+            if not (a.startswith("--out") or (i and rest[i - 1] == "--out"))
+        ]
         command = shlex.join(["python", "-m", "gptlib.recipes", name, *kept])
         run_recipe(name, mode=mode, out=out, overrides=overrides, command=command)
     except SettingsError as e:
