@@ -9,10 +9,14 @@ import torch
 
 import gptlib.checkpoint as ckpt
 from gptlib.checkpoint import (
-    CheckpointError, checkpoint_paths, load_checkpoint, load_model, save_checkpoint, save_model,
+    CheckpointError,
+    checkpoint_paths,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    save_model,
 )
 from gptlib.model import GPT, GPTConfig
-
 
 # Tiny models: one thread each (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")

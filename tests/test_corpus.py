@@ -7,10 +7,25 @@ import pytest
 import torch
 
 from gptlib.data import (
-    FILTER_NAMES, code_filter_reasons, code_stats, duplicates_to_drop, exact_duplicates,
-    filter_code, filtered_python_code, jaccard, lsh_bands, minhash_jaccard, minhash_permutations,
-    minhash_signature, mixture_batches, mixture_epochs, near_duplicates, python_code,
-    remove_overlap, shingle_hashes, shingles,
+    FILTER_NAMES,
+    code_filter_reasons,
+    code_stats,
+    duplicates_to_drop,
+    exact_duplicates,
+    filter_code,
+    filtered_python_code,
+    jaccard,
+    lsh_bands,
+    minhash_jaccard,
+    minhash_permutations,
+    minhash_signature,
+    mixture_batches,
+    mixture_epochs,
+    near_duplicates,
+    python_code,
+    remove_overlap,
+    shingle_hashes,
+    shingles,
 )
 
 CLEAN = "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n    return a + b\n"

@@ -136,8 +136,9 @@ def test_check_close_reports_shape_and_size_of_error():
 
 def test_environment_yml_mirrors_pyproject():
     """The conda route must install what the pip route installs (same names, same bounds)."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     root = Path(__file__).resolve().parent.parent
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]

@@ -7,7 +7,6 @@ import torch
 from gptlib.heads import SequenceClassifier, pad_right, pool_hidden
 from gptlib.model import GPT, GPTConfig
 
-
 # Tiny models: one thread each (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
 

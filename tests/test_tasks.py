@@ -12,8 +12,17 @@ from torch import nn
 from gptlib import tasks
 from gptlib.model import GPT, GPTConfig
 from gptlib.tasks import (
-    PARAPHRASES, TASKS, EvalResult, answer_logprob, count_task, evaluate_exact_match,
-    evaluate_zero_shot, is_held_out, mix_tasks, sample_inputs, task_fraction,
+    PARAPHRASES,
+    TASKS,
+    EvalResult,
+    answer_logprob,
+    count_task,
+    evaluate_exact_match,
+    evaluate_zero_shot,
+    is_held_out,
+    mix_tasks,
+    sample_inputs,
+    task_fraction,
 )
 from gptlib.tokenizer import CharTokenizer
 
@@ -79,7 +88,7 @@ TEXT = "A:\nline one\n\nB:\nline two\nline three\n\nC:\nlast"
 def test_mix_tasks_inserts_lines_between_speeches_only():
     mixed = mix_tasks(TEXT, list(TASKS.values()), random.Random(0), rate=1.0, max_lines=3)
     blocks = mixed.split("\n\n")
-    speeches = [b for b in blocks if not b.split("\n")[0].split(":")[0] in TASKS]
+    speeches = [b for b in blocks if b.split("\n")[0].split(":")[0] not in TASKS]
     assert "\n\n".join(speeches) == TEXT  # the play is intact, in order
     task_lines = [line for b in blocks if b not in speeches for line in b.split("\n")]
     assert len(task_lines) >= 3
