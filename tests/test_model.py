@@ -233,7 +233,7 @@ def test_to_hf_reproduces_logits(tie):
     torch.manual_seed(0)
     ours = GPT(GPTConfig.gpt2(vocab_size=100, block_size=32, n_layer=2, n_head=4, n_embd=64, tie_weights=tie)).eval()
     with torch.no_grad():  # perturb biases and LayerNorms so that their conversion is exercised too
-        for name, p in ours.named_parameters():
+        for p in ours.parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
     hf = ours.to_hf()
