@@ -93,7 +93,8 @@ def _restore_text_notebooks_with_jupytext(workspace: dict) -> dict:
         if isinstance(area, dict):
             if isinstance(area.get("widgets"), list):
                 area["widgets"] = [w for w in area["widgets"] if w not in dropped]
-                area["currentIndex"] = min(area.get("currentIndex", 0), max(len(area["widgets"]) - 1, 0))
+                last = max(len(area["widgets"]) - 1, 0)
+                area["currentIndex"] = min(area.get("currentIndex", 0), last)
             for child in area.get("children", []) or []:
                 prune(child)
 

@@ -7,11 +7,25 @@ not just "wrong". Checkers raise :class:`CheckFailed` (an ``AssertionError``) so
 work as notebook test cells and as nbgrader autograded tests alike.
 
 The general helpers and the preface's checker live here; each part of the book keeps its
-checkers in a submodule (``attention``, ``tokens``, ``finetune``, ``generation``), all
-re-exported below so that ``from gptlib.checks import check_x`` works for every exercise.
+checkers in a submodule (``attention``, ``tokens``, ``finetune``, ``generation``...), and
+``from gptlib.checks import check_x`` finds every one of them (module ``__getattr__``).
+
+Every checker is registered with the :func:`checker` decorator, which turns the two ways an
+exercise is not done yet into a hint instead of a traceback:
+
+* the answer is still the stub of the student edition (``raise NotImplementedError()``);
+* the answer's name is not defined (its cell was not run, or it raises before assigning).
+  Pass the *name* as a string for that case: ``check_query_focus("q_good", ...)`` looks
+  ``q_good`` up in the notebook; ``check_query_focus(q_good, ...)`` would fail with Python's
+  ``NameError`` before the checker could say anything.
 """
+
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
+import sys
 from typing import Callable
 
 import torch
@@ -38,6 +52,57 @@ def check_close(actual, expected, what: str, atol: float = 1e-5, hint: str | Non
         _fail(f"{what}: values differ by up to {err:.3g} (tolerance {atol:g}).", hint)
 
 
+def _caller_names() -> dict:
+    """The names visible where a checker was called (a notebook cell: the notebook's names)."""
+    frame = sys._getframe(2)  # 0: here, 1: the checker's wrapper, 2: its caller
+    return {**frame.f_globals, **frame.f_locals}
+
+
+def _resolve(answer, caller_globals: dict):
+    """An answer given by name (a string) is looked up where the checker was called from."""
+    if not (isinstance(answer, str) and answer.isidentifier()):
+        return answer
+    if answer in caller_globals:
+        return caller_globals[answer]
+    _fail(
+        f"`{answer}` is not defined yet.",
+        f"write `{answer}` in the exercise cell above and run that cell (Shift+Enter), "
+        "then run this one again.",
+    )
+    return None  # unreachable
+
+
+def checker(check: Callable) -> Callable:
+    """Register a checker: unfinished answers get a hint, not a traceback.
+
+    The first argument may be given by name (``check_x("my_answer")``): it is looked up in the
+    calling notebook, and a missing name says which cell to run. A stub that still raises
+    ``NotImplementedError``, or an answer that uses a name not defined anywhere, is reported
+    the same way. Checkers' own failures (:class:`CheckFailed`) pass through unchanged.
+    """
+
+    @functools.wraps(check)
+    def run(*args, **kwargs):
+        if args:
+            args = (_resolve(args[0], _caller_names()), *args[1:])
+        try:
+            return check(*args, **kwargs)
+        except NotImplementedError:
+            _fail(
+                "your answer is not written yet: it still raises NotImplementedError.",
+                "replace `raise NotImplementedError()` with your code, run that cell, then this one.",
+            )
+        except NameError as err:
+            _fail(
+                f"your answer uses a name that is not defined: {err}.",
+                "define it (or run the cell that defines it) before running the checker.",
+            )
+
+    run.is_checker = True
+    return run
+
+
+@checker
 def check_softmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> str:
     """Check a softmax over the last dimension, including its numerical stability."""
     g = torch.Generator().manual_seed(0)
@@ -47,46 +112,45 @@ def check_softmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> str:
         _fail(f"softmax returned {type(out).__name__}, expected a torch.Tensor.")
     sums = out.sum(-1)
     if out.shape == x.shape and not torch.allclose(sums, torch.ones_like(sums), atol=1e-5):
-        _fail("softmax rows do not sum to 1 over the last dimension.",
-              "normalise over dim=-1 (the keys), not over the whole tensor or dim=0.")
+        _fail(
+            "softmax rows do not sum to 1 over the last dimension.",
+            "normalise over dim=-1 (the keys), not over the whole tensor or dim=0.",
+        )
     check_close(out, torch.softmax(x, -1), "softmax(x)", atol=1e-5)
     big = torch.tensor([[1000.0, 1001.0, 1002.0]])
     out_big = fn(big)
     if not torch.isfinite(out_big).all():
-        _fail("softmax overflows on large inputs (got inf/NaN for [1000, 1001, 1002]).",
-              "subtract the row maximum before exponentiating: exp(x - x.max(-1, keepdim=True)).")
+        _fail(
+            "softmax overflows on large inputs (got inf/NaN for [1000, 1001, 1002]).",
+            "subtract the row maximum before exponentiating: exp(x - x.max(-1, keepdim=True)).",
+        )
     check_close(out_big, torch.softmax(big, -1), "softmax of large inputs", atol=1e-5)
     return "softmax: correct and numerically stable."
 
 
-# Checkers of the chapters, one submodule per part of the book (imported last: they use the helpers above).
-from gptlib.checks.attention import *  # noqa: E402,F401,F403  chapters 1-2
-from gptlib.checks.tokens import *  # noqa: E402,F401,F403  chapter 3
-from gptlib.checks.finetune import *  # noqa: E402,F401,F403  chapter 4
-from gptlib.checks.generation import *  # noqa: E402,F401,F403  chapter 5
-from gptlib.checks.icl import *  # noqa: E402,F401,F403  chapter 6
-from gptlib.checks.corpus import *  # noqa: E402,F401,F403  chapter 7
-from gptlib.checks.codex import *  # noqa: E402,F401,F403  chapters 8-9
-from gptlib.checks.embeddings import *  # noqa: E402,F401,F403  chapter 10
-from gptlib.checks.alignment import *  # noqa: E402,F401,F403  chapters 11-14
-from gptlib.checks.compress import *  # noqa: E402,F401,F403  chapter 15
+def _parts() -> list[str]:
+    """The submodules holding the parts' checkers (every module of this package: a new part is
+    found without being listed anywhere)."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
-def _explain_unwritten(check):
-    """Wrap a checker: a function still raising NotImplementedError (the stub of the student
-    edition, see scripts/classroom.py) gets a message saying so, not a traceback."""
-    import functools
-
-    @functools.wraps(check)
-    def wrapper(*args, **kwargs):
-        try:
-            return check(*args, **kwargs)
-        except NotImplementedError:
-            _fail("your function is not written yet: it still raises NotImplementedError.",
-                  "replace `raise NotImplementedError()` with your code, run that cell, then this one.")
-
-    return wrapper
+def __getattr__(name: str):
+    """``gptlib.checks.check_x`` for a checker that lives in one of the parts' submodules."""
+    if name.startswith("check_"):
+        for part in _parts():
+            module = importlib.import_module(f"gptlib.checks.{part}")
+            if name in getattr(module, "__all__", ()):
+                found = getattr(module, name)
+                return found if getattr(found, "is_checker", False) else checker(found)
+    raise AttributeError(f"module 'gptlib.checks' has no attribute {name!r}")
 
 
-for _name in [n for n in list(globals()) if n.startswith("check_") and callable(globals()[n])]:
-    globals()[_name] = _explain_unwritten(globals()[_name])
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_all_checkers()))
+
+
+def _all_checkers() -> list[str]:
+    names = []
+    for part in _parts():
+        names += getattr(importlib.import_module(f"gptlib.checks.{part}"), "__all__", [])
+    return names

@@ -1,10 +1,11 @@
 """Exercise checkers for chapter 3 (tokens)."""
+
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+from typing import Callable
 
-from gptlib.checks import CheckFailed, _fail, check_close  # noqa: F401
+from gptlib.checks import CheckFailed, _fail, check_close, checker  # noqa: F401
 from gptlib.tokenizer import _merge_pair  # the reference the checker compares with
 
 __all__ = ["check_merge", "check_bpe_encode", "check_chinese_tokenizer"]
@@ -32,7 +33,7 @@ _ENGLISH = (
 )
 
 
-
+@checker
 def check_merge(fn: Callable[[list[int], Pair, int], list[int]]) -> str:
     """``merge(ids, pair, new_id)``: every non-overlapping occurrence, scanned left to right."""
     cases = [
@@ -54,22 +55,33 @@ def check_merge(fn: Callable[[list[int], Pair, int], list[int]]) -> str:
         try:
             got = fn(list(ids), pair, new_id)
         except Exception as err:  # noqa: BLE001 - report any crash to the reader
-            _fail(f"merge({original}, {pair}, {new_id}) raised {type(err).__name__}: {err}",
-                  "check the loop bounds: look at ids[i + 1] only when i + 1 < len(ids).")
+            _fail(
+                f"merge({original}, {pair}, {new_id}) raised {type(err).__name__}: {err}",
+                "check the loop bounds: look at ids[i + 1] only when i + 1 < len(ids).",
+            )
         expected = _merge_pair(original, pair, new_id)
         if not isinstance(got, list):
             _fail(f"merge returned {type(got).__name__}, expected a list of ints.")
         if got != expected:
             hint = None
             if len(got) < len(expected):
-                hint = ("a token went missing: when the pair does not match at position i, keep ids[i] "
-                        "(including the last one) and move on by one.")
+                hint = (
+                    "a token went missing: when the pair does not match at position i, keep ids[i] "
+                    "(including the last one) and move on by one."
+                )
             elif len(got) > len(expected):
                 hint = "after a match, jump over *both* tokens of the pair (i += 2), not just one."
-            if (what.startswith("the run") or what.startswith("an overlapping")) and len(got) >= len(expected):
-                hint = ("occurrences may overlap ('a a a' holds the pair (a, a) twice); merge them "
-                        "left to right and skip both tokens after a match, so 'a a a' -> 'X a'.")
-            _fail(f"merge({original}, {pair}, {new_id}) ({what}) gave {got}, expected {expected}.", hint)
+            if (what.startswith("the run") or what.startswith("an overlapping")) and len(
+                got
+            ) >= len(expected):
+                hint = (
+                    "occurrences may overlap ('a a a' holds the pair (a, a) twice); merge them "
+                    "left to right and skip both tokens after a match, so 'a a a' -> 'X a'."
+                )
+            _fail(
+                f"merge({original}, {pair}, {new_id}) ({what}) gave {got}, expected {expected}.",
+                hint,
+            )
     return "merge: correct, including overlapping pairs and the ends of the sequence."
 
 
@@ -79,13 +91,33 @@ def _training_tokenizer(vocab_size: int = 256 + 120):
     return ByteBPE.train(_ENGLISH * 3, vocab_size)
 
 
+@checker
 def check_bpe_encode(fn: Callable[[str, list[tuple[Pair, int]]], list[int]]) -> str:
     """``bpe_encode(word, merges)``: one pre-token -> ids, the same as ``ByteBPE`` gives."""
     tok = _training_tokenizer()
     merges = [tuple(m) for m in tok.merges]
-    words = ["the", " the", " to", " tomorrow", " slings", " arrows", " question", " Caesar",
-             " nobler", " outrageous", " syllable", " xylophone", " bubble", "To", " sleep",
-             "ache", " 'tis", " consummation", "a", " "]
+    words = [
+        "the",
+        " the",
+        " to",
+        " tomorrow",
+        " slings",
+        " arrows",
+        " question",
+        " Caesar",
+        " nobler",
+        " outrageous",
+        " syllable",
+        " xylophone",
+        " bubble",
+        "To",
+        " sleep",
+        "ache",
+        " 'tis",
+        " consummation",
+        "a",
+        " ",
+    ]
     for word in words:
         expected = tok.encode(word)
         try:
@@ -97,57 +129,84 @@ def check_bpe_encode(fn: Callable[[str, list[tuple[Pair, int]]], list[int]]) -> 
         if not isinstance(got, list):
             _fail(f"bpe_encode returned {type(got).__name__}, expected a list of token ids.")
         if got != expected:
+
             def show(ids):
                 try:
                     return [tok.token_str(i) for i in ids]
                 except (ValueError, TypeError):
                     return ids
-            hint = ("start from list(word.encode('utf-8')) and apply the merges in the order they were "
-                    "learned (lowest new id first), each one everywhere in the word; a merge may use "
-                    "tokens made by earlier merges.")
+
+            hint = (
+                "start from list(word.encode('utf-8')) and apply the merges in the order they were "
+                "learned (lowest new id first), each one everywhere in the word; a merge may use "
+                "tokens made by earlier merges."
+            )
             try:
                 same_text = tok.decode_bytes(got) == word.encode("utf-8")
             except (ValueError, TypeError, KeyError):
                 same_text = False
             if not same_text:
-                hint = ("your ids do not even spell the word: merging (a, b) must replace the two ids by "
-                        "the merge's new id, and nothing else. " + hint)
+                hint = (
+                    "your ids do not even spell the word: merging (a, b) must replace the two ids by "
+                    "the merge's new id, and nothing else. " + hint
+                )
             elif len(got) > len(expected):
                 hint = "too few merges were applied. " + hint
             else:
-                hint = "the ids spell the word, but it is split differently: the order of merges matters. " + hint
-            _fail(f"bpe_encode({word!r}) gave {got} {show(got)}, ByteBPE gives {expected} "
-                  f"{show(expected)}.", hint)
+                hint = (
+                    "the ids spell the word, but it is split differently: the order of merges matters. "
+                    + hint
+                )
+            _fail(
+                f"bpe_encode({word!r}) gave {got} {show(got)}, ByteBPE gives {expected} "
+                f"{show(expected)}.",
+                hint,
+            )
     return f"bpe_encode: same ids as ByteBPE on {len(words)} words."
 
 
-def check_chinese_tokenizer(tokenizer, max_vocab: int = 2048, sentence: str = "我喜欢吃苹果") -> str:
+@checker
+def check_chinese_tokenizer(
+    tokenizer, max_vocab: int = 2048, sentence: str = "我喜欢吃苹果"
+) -> str:
     """A byte-level BPE that is cheap on ``sentence`` *and* still compresses English."""
     size = tokenizer.vocab_size
     if size > max_vocab:
-        _fail(f"the vocabulary has {size} ids; keep it at most {max_vocab}.",
-              "a bigger vocabulary makes every token cheaper but the embedding table larger.")
+        _fail(
+            f"the vocabulary has {size} ids; keep it at most {max_vocab}.",
+            "a bigger vocabulary makes every token cheaper but the embedding table larger.",
+        )
     for text in (sentence, _ENGLISH, "混合 mixed 文本!"):
         try:
             ids = tokenizer.encode(text)
             back = tokenizer.decode(ids)
         except Exception as err:  # noqa: BLE001
-            _fail(f"encoding/decoding {text[:20]!r} raised {type(err).__name__}: {err}",
-                  "use a byte-level tokenizer (ByteBPE): it can encode any text.")
+            _fail(
+                f"encoding/decoding {text[:20]!r} raised {type(err).__name__}: {err}",
+                "use a byte-level tokenizer (ByteBPE): it can encode any text.",
+            )
         if back != text:
-            _fail(f"decode(encode(text)) does not give the text back for {text[:20]!r}: got {back[:20]!r}.")
+            _fail(
+                f"decode(encode(text)) does not give the text back for {text[:20]!r}: got {back[:20]!r}."
+            )
     n_zh = len(tokenizer.encode(sentence))
     n_bytes = len(sentence.encode("utf-8"))
     if n_zh > len(sentence):
-        _fail(f"{sentence!r} ({len(sentence)} characters, {n_bytes} UTF-8 bytes) still costs {n_zh} "
-              f"tokens; aim for at most one token per character ({len(sentence)}).",
-              "merges are learned from frequent pairs in the *training text*: put Chinese text in it, "
-              "often enough that its byte pairs win merges.")
+        _fail(
+            f"{sentence!r} ({len(sentence)} characters, {n_bytes} UTF-8 bytes) still costs {n_zh} "
+            f"tokens; aim for at most one token per character ({len(sentence)}).",
+            "merges are learned from frequent pairs in the *training text*: put Chinese text in it, "
+            "often enough that its byte pairs win merges.",
+        )
     english_ratio = len(_ENGLISH.encode("utf-8")) / len(tokenizer.encode(_ENGLISH))
     if english_ratio < 1.5:
-        _fail(f"English compresses to only {english_ratio:.2f} bytes per token (a Shakespeare-trained "
-              "BPE of this size gets well above 1.5).",
-              "keep English (e.g. the Shakespeare training plays) in the training text too: the "
-              "vocabulary has to serve both languages.")
-    return (f"Chinese: {n_zh} tokens for {len(sentence)} characters; English: {english_ratio:.2f} "
-            "bytes per token. Both languages are served.")
+        _fail(
+            f"English compresses to only {english_ratio:.2f} bytes per token (a Shakespeare-trained "
+            "BPE of this size gets well above 1.5).",
+            "keep English (e.g. the Shakespeare training plays) in the training text too: the "
+            "vocabulary has to serve both languages.",
+        )
+    return (
+        f"Chinese: {n_zh} tokens for {len(sentence)} characters; English: {english_ratio:.2f} "
+        "bytes per token. Both languages are served."
+    )

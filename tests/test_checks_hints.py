@@ -1,0 +1,49 @@
+"""The checker mechanism: every checker gives a hint for an unfinished answer, never a traceback."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gptlib.checks as checks
+from gptlib.checks import CheckFailed, check_query_focus, check_softmax
+
+
+def test_every_checker_of_every_part_is_registered():
+    names = checks._all_checkers()
+    assert len(names) >= 30 and len(set(names)) == len(names), "a checker name is used twice"
+    for name in names:
+        found = getattr(checks, name)
+        assert getattr(found, "is_checker", False), f"{name} is not wrapped by @checker"
+    with pytest.raises(AttributeError):
+        checks.check_does_not_exist  # noqa: B018
+
+
+def test_a_missing_name_says_which_cell_to_run():
+    with pytest.raises(CheckFailed, match=r"(?s)`q_not_written` is not defined yet.*run that cell"):
+        check_query_focus("q_not_written", torch.eye(3), ["a", "b", "c"], target="b")
+
+
+def test_an_answer_given_by_name_is_looked_up_where_the_checker_is_called():
+    q_good = torch.tensor([0.0, 9.0, 0.0])  # noqa: F841  (found by name, below)
+    assert "on 'b'" in check_query_focus("q_good", torch.eye(3), ["a", "b", "c"], target="b")
+    globals()["_module_level_answer"] = torch.tensor([0.0, 9.0, 0.0])  # a notebook's names are globals
+    assert "on 'b'" in check_query_focus("_module_level_answer", torch.eye(3), ["a", "b", "c"], target="b")
+
+
+def test_a_stub_and_an_undefined_helper_get_hints():
+    def stub(x):
+        raise NotImplementedError()
+
+    def uses_undefined(x):
+        return undefined_helper(x)  # noqa: F821
+
+    with pytest.raises(CheckFailed, match="not written yet"):
+        check_softmax(stub)
+    with pytest.raises(CheckFailed, match="name that is not defined: name 'undefined_helper'"):
+        check_softmax(uses_undefined)
+
+
+def test_a_wrong_answer_still_gets_its_own_diagnosis():
+    with pytest.raises(CheckFailed, match="overflows on large inputs"):
+        check_softmax(lambda x: x.exp() / x.exp().sum(-1, keepdim=True))
+    assert "correct" in check_softmax(lambda x: torch.softmax(x, -1))
