@@ -19,6 +19,7 @@ import io
 import itertools
 import os
 import uuid
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import matplotlib
@@ -28,6 +29,31 @@ if "MPLBACKEND" not in os.environ and not any("ipykernel" in m for m in __import
 import matplotlib.pyplot as plt
 
 MAX_FRAMES = 48  # the static form embeds every frame as a PNG: keep pages light
+# The book's Chinese terms in figures: a subset of Noto Sans CJK SC with the characters the book
+# uses (scripts/subset_cjk_font.py; OFL, gptlib/fonts/OFL.txt). DejaVu Sans has no CJK glyphs.
+CJK_FONT = Path(__file__).resolve().parent / "fonts" / "gpt-book-cjk.otf"
+CJK_FAMILY = "GPT Book CJK"
+
+
+def use_book_font() -> None:
+    """Make matplotlib draw CJK characters with the bundled font (idempotent; run on import).
+
+    The font is added as a *fallback* family after the default one: Latin text keeps its font,
+    and only the glyphs DejaVu Sans lacks (Chinese) come from the subset, on any machine, with
+    no "Glyph missing from font(s)" warnings.
+    """
+    from matplotlib import font_manager
+
+    if not CJK_FONT.exists():  # a stripped install: figures fall back to boxes, not an error
+        return
+    if CJK_FAMILY not in {f.name for f in font_manager.fontManager.ttflist}:
+        font_manager.fontManager.addfont(str(CJK_FONT))
+    families = list(matplotlib.rcParams["font.family"])
+    if CJK_FAMILY not in families:
+        matplotlib.rcParams["font.family"] = [*families, CJK_FAMILY]
+
+
+use_book_font()
 
 
 def is_live() -> bool:
