@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from gptlib.checks import CheckFailed, check_info_nce, check_mrr, check_recall_at_k
-from gptlib.embeddings import info_nce, mrr, ranks_of_targets, recall_at_k
+from gptlib.embeddings import info_nce
+from gptlib.retrieval import mrr, ranks_of_targets, recall_at_k
 
 # ----------------------------------------------------------------------------- InfoNCE
 
@@ -111,3 +112,76 @@ def test_mrr_rejects_optimistic_ties():
 def test_mrr_rejects_rank_plus_one():
     with pytest.raises(CheckFailed, match="rank \\+ 1"):
         check_mrr(lambda s, t: float((1.0 / (ranks_of_targets(s, t) + 1).double()).mean()))
+
+
+# ----------------------------------------------------------------------------- new exercises
+
+from gptlib.checks import check_batch_info_nce, check_low_rank_adapter, check_rrf  # noqa: E402
+from gptlib.embeddings import LowRankAdapter  # noqa: E402
+from gptlib.retrieval import reciprocal_rank_fusion  # noqa: E402
+
+
+def test_rrf_accepts_the_library_and_rejects_common_mistakes():
+    check_rrf(lambda mats, k: reciprocal_rank_fusion(*mats, k=k))
+
+    def zero_based(mats, k):
+        return reciprocal_rank_fusion(*mats, k=k - 1)
+
+    def reversed_ranks(mats, k):
+        return reciprocal_rank_fusion(*[-m for m in mats], k=k)
+
+    def summed_scores(mats, k):
+        return sum(mats)
+
+    for bad, words in [(zero_based, "start at 0"), (reversed_ranks, "reversed"),
+                       (summed_scores, "added the scores")]:
+        with pytest.raises(CheckFailed, match=words):
+            check_rrf(bad)
+
+
+def test_low_rank_adapter_accepts_the_library_and_rejects_common_mistakes():
+    check_low_rank_adapter(LowRankAdapter)
+
+    class BothZero(LowRankAdapter):
+        def __init__(self, dim, rank):
+            super().__init__(dim, rank)
+            with torch.no_grad():
+                self.A.zero_()
+
+    class NotResidual(LowRankAdapter):
+        def forward(self, x):
+            return (x @ self.A) @ self.B
+
+    class RandomStart(LowRankAdapter):
+        def __init__(self, dim, rank):
+            super().__init__(dim, rank)
+            with torch.no_grad():
+                self.B.normal_()
+
+    for bad, words in [(BothZero, "never train"), (NotResidual, "changes its input"),
+                       (RandomStart, "changes its input")]:
+        with pytest.raises(CheckFailed, match=words):
+            check_low_rank_adapter(bad)
+
+
+def good_batch_info_nce(q, c, batch_size, scale):
+    n = q.shape[0] - q.shape[0] % batch_size
+    losses = [info_nce(q[i:i + batch_size], c[i:i + batch_size], scale)
+              for i in range(0, n, batch_size)]
+    return torch.stack(losses).mean()
+
+
+def test_batch_info_nce_accepts_a_correct_answer_and_rejects_mistakes():
+    check_batch_info_nce(good_batch_info_nce)
+
+    def one_batch(q, c, batch_size, scale):
+        return info_nce(q, c, scale)
+
+    def with_remainder(q, c, batch_size, scale):
+        return torch.stack([info_nce(q[i:i + batch_size], c[i:i + batch_size], scale)
+                            for i in range(0, q.shape[0], batch_size)]).mean()
+
+    with pytest.raises(CheckFailed, match="one batch"):
+        check_batch_info_nce(one_batch)
+    with pytest.raises(CheckFailed, match="incomplete"):
+        check_batch_info_nce(with_remainder)
