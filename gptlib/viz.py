@@ -14,6 +14,7 @@ and the tests); ``GPTLIB_STATIC=0`` forces the live form.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import itertools
@@ -48,6 +49,10 @@ def use_book_font() -> None:
         return
     if CJK_FAMILY not in {f.name for f in font_manager.fontManager.ttflist}:
         font_manager.fontManager.addfont(str(CJK_FONT))
+        # The subset has one weight. Registered as bold too, so bold text (titles) finds it
+        # without matplotlib logging "Failed to find font weight bold" into the chapter.
+        regular = next(f for f in font_manager.fontManager.ttflist if f.name == CJK_FAMILY)
+        font_manager.fontManager.ttflist.append(dataclasses.replace(regular, weight=700))
     families = list(matplotlib.rcParams["font.family"])
     if CJK_FAMILY not in families:
         matplotlib.rcParams["font.family"] = [*families, CJK_FAMILY]

@@ -3,6 +3,7 @@ figures; a chapter that adds a new character fails here with the command that fi
 from __future__ import annotations
 
 import importlib.util
+import logging
 import warnings
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def test_the_font_files_are_small_and_named_apart_from_noto():
         assert (path.parent / "OFL.txt").exists()
 
 
-def test_figures_draw_chinese_with_the_bundled_font():
+def test_figures_draw_chinese_with_the_bundled_font(caplog):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,9 +53,12 @@ def test_figures_draw_chinese_with_the_bundled_font():
     viz.use_book_font()
     fig, ax = plt.subplots()
     ax.set_title("强化学习 (RLHF)")
+    ax.text(0.5, 0.5, "奖励模型", weight="bold")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "Glyph ... missing from font(s)" is a UserWarning
-        viz.figure_to_png(fig)
+        with caplog.at_level(logging.WARNING, logger="matplotlib.font_manager"):
+            viz.figure_to_png(fig)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]  # e.g. no bold weight
 
 
 @pytest.mark.parametrize("css", ["book/_vendor/book.css"])
