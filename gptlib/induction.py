@@ -1,4 +1,4 @@
-"""Induction heads (归纳头): the copying circuit, in attention-only transformers small enough to watch.
+"""Induction heads (归纳头): the copying circuit, in attention-only transformers small to see.
 
 Olsson et al. (2022) found that transformers learn to continue ``... [A][B] ... [A]`` with
 ``[B]`` through two attention heads in two layers: a *previous-token head* in layer 0 writes
@@ -19,6 +19,7 @@ This module holds what that experiment needs:
   first vs the second copy of a random sequence);
 - :func:`train_attn_only`: the training loop that records those curves as it goes.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,9 +31,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["AttnOnlyConfig", "AttnOnly", "recurring_batch", "repeated_tokens",
-           "induction_score_from_attention", "previous_token_score", "head_scores", "copy_losses",
-           "train_attn_only", "phase_change_step", "ablate_head"]
+__all__ = [
+    "AttnOnlyConfig",
+    "AttnOnly",
+    "recurring_batch",
+    "repeated_tokens",
+    "induction_score_from_attention",
+    "previous_token_score",
+    "head_scores",
+    "copy_losses",
+    "train_attn_only",
+    "phase_change_step",
+    "ablate_head",
+]
 
 
 # --------------------------------------------------------------------------------------
@@ -47,6 +58,7 @@ class AttnOnlyConfig:
     n_layer: int = 2
     n_head: int = 4
     n_embd: int = 64
+    pos_init: str = "sinusoidal"  # or "normal": how the learned positions start
 
 
 class _Attention(nn.Module):
@@ -86,6 +98,14 @@ class AttnOnly(nn.Module):
         for p in self.parameters():
             if p.dim() == 2:
                 nn.init.normal_(p, std=0.02)
+        if config.pos_init == "sinusoidal":
+            # the original Transformer's sinusoids (chapter 2), scaled to the token embeddings'
+            # size, as the starting point of the learned positions: "one step back" is then
+            # the same linear map at every position, and a previous-token head is easy to find
+            with torch.no_grad():
+                self.pos.weight.copy_(sinusoids(config.block_size, config.n_embd) * 0.02 * 2**0.5)
+        elif config.pos_init != "normal":
+            raise ValueError(f"pos_init must be 'sinusoidal' or 'normal', got {config.pos_init!r}")
 
     @classmethod
     def from_config(cls, config: dict) -> "AttnOnly":
@@ -95,7 +115,9 @@ class AttnOnly(nn.Module):
     def _run(self, idx: torch.Tensor, weights: bool):
         T = idx.shape[1]
         if T > self.config.block_size:
-            raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
+            raise ValueError(
+                f"sequence of {T} tokens is longer than block_size {self.config.block_size}"
+            )
         x = self.tok(idx) + self.pos(torch.arange(T, device=idx.device))
         maps = []
         for norm, attn in zip(self.norms, self.attn):
@@ -117,14 +139,31 @@ class AttnOnly(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def sinusoids(n_pos: int, dim: int) -> torch.Tensor:
+    """``(n_pos, dim)`` sinusoidal position codes of Vaswani et al. (2017)."""
+    pos = torch.arange(n_pos, dtype=torch.float32)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    out = torch.zeros(n_pos, dim)
+    out[:, 0::2] = torch.sin(pos * freq)
+    out[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------
 
 
-def recurring_batch(generator: torch.Generator, batch_size: int, block_size: int, vocab_size: int,
-                    min_len: int = 4, max_len: int = 16, copies: int = 1,
-                    fill: bool = False) -> tuple[torch.Tensor, ...]:
+def recurring_batch(
+    generator: torch.Generator,
+    batch_size: int,
+    block_size: int,
+    vocab_size: int,
+    min_len: int = 4,
+    max_len: int = 16,
+    copies: int = 1,
+    fill: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """``(x, y, repeat_mask)``: random tokens with segments that recur at random offsets.
 
     Each row is ``block_size + 1`` uniform random tokens; then ``copies`` times a segment of
@@ -140,8 +179,10 @@ def recurring_batch(generator: torch.Generator, batch_size: int, block_size: int
     so the circuit forms in far fewer steps (``copies`` is then ignored).
     """
     if max_len * 2 + 2 > block_size:
-        raise ValueError(f"max_len {max_len} does not fit twice in block_size {block_size}: "
-                         "lower max_len or raise block_size")
+        raise ValueError(
+            f"max_len {max_len} does not fit twice in block_size {block_size}: "
+            "lower max_len or raise block_size"
+        )
     n = block_size + 1
     seq = torch.randint(vocab_size, (batch_size, n), generator=generator)
     mask = torch.zeros(batch_size, n, dtype=torch.bool)
@@ -152,15 +193,15 @@ def recurring_batch(generator: torch.Generator, batch_size: int, block_size: int
     for b in range(batch_size):
         if fill:
             length, start = rand(min_len, max_len), rand(0, max_len)
-            seg = seq[b, start:start + length].clone()
+            seg = seq[b, start : start + length].clone()
             reps = (n - start + length - 1) // length
-            seq[b, start:] = seg.repeat(reps)[:n - start]
+            seq[b, start:] = seg.repeat(reps)[: n - start]
             continue
         for _ in range(copies):
             length = rand(min_len, max_len)
             src = rand(0, n - 2 * length)
             dst = rand(src + length, n - length)
-            seq[b, dst:dst + length] = seq[b, src:src + length]
+            seq[b, dst : dst + length] = seq[b, src : src + length]
     # bigram (seq[t-1], seq[t]) seen before at (j-1, j), j < t: copying predicts seq[t]
     same = (seq[:, :-1, None] == seq[:, None, :-1]) & (seq[:, 1:, None] == seq[:, None, 1:])
     mask[:, 1:] = (same & torch.ones(n - 1, n - 1, dtype=torch.bool).tril(-1)).any(-1)
@@ -171,7 +212,9 @@ def repeated_tokens(n_seq: int, length: int, vocab_size: int, seed: int = 0) -> 
     """``n_seq`` rows of ``length`` distinct random tokens followed by the same tokens again:
     shape ``(n_seq, 2 * length)`` (Olsson et al.'s test sequence)."""
     if length > vocab_size:
-        raise ValueError(f"length {length} > vocab_size {vocab_size}: tokens of a half must be distinct")
+        raise ValueError(
+            f"length {length} > vocab_size {vocab_size}: tokens of a half must be distinct"
+        )
     g = torch.Generator().manual_seed(seed)
     half = torch.stack([torch.randperm(vocab_size, generator=g)[:length] for _ in range(n_seq)])
     return torch.cat([half, half], 1)
@@ -192,8 +235,10 @@ def induction_score_from_attention(att: torch.Tensor, length: int) -> torch.Tens
     """
     T = att.shape[-1]
     if att.shape[-2] != T or T != 2 * length:
-        raise ValueError(f"attention of shape {tuple(att.shape)} does not fit two halves of length "
-                         f"{length}: the last two dimensions must both be {2 * length}")
+        raise ValueError(
+            f"attention of shape {tuple(att.shape)} does not fit two halves of length "
+            f"{length}: the last two dimensions must both be {2 * length}"
+        )
     q = torch.arange(length, T)
     return att[..., q, q - length + 1].mean(-1)
 
@@ -207,17 +252,25 @@ def previous_token_score(att: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def head_scores(model: AttnOnly, length: int = 20, n_seq: int = 16, seed: int = 0) -> dict:
-    """``{"induction": (n_layer, n_head), "previous": (n_layer, n_head)}`` on repeated random tokens."""
+    """``{"induction": ..., "previous": ...}``, each ``(n_layer, n_head)``, on repeated tokens."""
     idx = repeated_tokens(n_seq, length, model.config.vocab_size, seed).to(_device(model))
     maps = model.attention_weights(idx)
-    return {"induction": torch.stack([induction_score_from_attention(a, length).mean(0)
-                                      for a in maps]).cpu(),
-            "previous": torch.stack([previous_token_score(a).mean(0) for a in maps]).cpu()}
+    return {
+        "induction": torch.stack(
+            [induction_score_from_attention(a, length).mean(0) for a in maps]
+        ).cpu(),
+        "previous": torch.stack([previous_token_score(a).mean(0) for a in maps]).cpu(),
+    }
 
 
 @torch.no_grad()
-def copy_losses(model: torch.nn.Module, length: int = 20, n_seq: int = 64, seed: int = 0,
-                vocab_size: int | None = None) -> dict:
+def copy_losses(
+    model: torch.nn.Module,
+    length: int = 20,
+    n_seq: int = 64,
+    seed: int = 0,
+    vocab_size: int | None = None,
+) -> dict:
     """Mean loss (nats/token) on the first and on the second copy of ``length`` random tokens.
 
     The first copy is unpredictable (``ln vocab``); a model that copies from its context gets
@@ -230,8 +283,11 @@ def copy_losses(model: torch.nn.Module, length: int = 20, n_seq: int = 64, seed:
     idx = repeated_tokens(n_seq, length, vocab, seed).to(_device(model))
     with eval_mode(model):
         nll = -token_logprobs(model(idx[:, :-1]), idx[:, 1:]).cpu()  # predicts positions 1..2L-1
-    return {"first": float(nll[:, :length - 1].mean()), "second": float(nll[:, length:].mean()),
-            "uniform": math.log(vocab)}
+    return {
+        "first": float(nll[:, : length - 1].mean()),
+        "second": float(nll[:, length:].mean()),
+        "uniform": math.log(vocab),
+    }
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -243,11 +299,22 @@ def _device(model: torch.nn.Module) -> torch.device:
 # --------------------------------------------------------------------------------------
 
 
-def train_attn_only(model: AttnOnly, *, steps: int, lr: float = 1e-3, batch_size: int = 32,
-                    min_len: int = 4, max_len: int = 16, copies: int = 1, fill: bool = False,
-                    weight_decay: float = 0.0,
-                    warmup: int = 0, eval_every: int = 50, seed: int = 0,
-                    progress: bool = False) -> dict[str, Any]:
+def train_attn_only(
+    model: AttnOnly,
+    *,
+    steps: int,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    min_len: int = 4,
+    max_len: int = 16,
+    copies: int = 1,
+    fill: bool = False,
+    weight_decay: float = 0.0,
+    warmup: int = 0,
+    eval_every: int = 50,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Train on :func:`recurring_batch` data with AdamW; returns ``{"history": [...], "wall_s"}``.
 
     Every ``eval_every`` steps a history entry records: ``loss`` (training loss, mean of the
@@ -270,15 +337,21 @@ def train_attn_only(model: AttnOnly, *, steps: int, lr: float = 1e-3, batch_size
             history.append(entry)
             run_loss, run_rep, count = 0.0, 0.0, 0
             if progress:
-                print(" ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                               for k, v in entry.items()), flush=True)
+                print(
+                    " ".join(
+                        f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in entry.items()
+                    ),
+                    flush=True,
+                )
             if step == steps:
                 break
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
         model.train()
-        x, y, mask = recurring_batch(g, batch_size, cfg.block_size, cfg.vocab_size, min_len, max_len,
-                                     copies, fill)
+        x, y, mask = recurring_batch(
+            g, batch_size, cfg.block_size, cfg.vocab_size, min_len, max_len, copies, fill
+        )
         nll = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="none").view_as(y)
         loss = nll.mean()
         opt.zero_grad(set_to_none=True)
@@ -294,9 +367,12 @@ def train_attn_only(model: AttnOnly, *, steps: int, lr: float = 1e-3, batch_size
 def _probe(model: AttnOnly) -> dict[str, float]:
     scores = head_scores(model, n_seq=8)
     losses = copy_losses(model, n_seq=32)
-    return {"copy1": losses["first"], "copy2": losses["second"],
-            "induction": float(scores["induction"][-1].max()),
-            "previous": float(scores["previous"][0].max())}
+    return {
+        "copy1": losses["first"],
+        "copy2": losses["second"],
+        "induction": float(scores["induction"][-1].max()),
+        "previous": float(scores["previous"][0].max()),
+    }
 
 
 def phase_change_step(history: Sequence[dict], key: str = "copy2", drop: float = 0.5) -> int | None:
@@ -323,10 +399,12 @@ def ablate_head(model: AttnOnly, layer: int, head: int) -> AttnOnly:
 
     cfg = model.config
     if not (0 <= layer < cfg.n_layer and 0 <= head < cfg.n_head):
-        raise ValueError(f"no head ({layer}, {head}): the model has {cfg.n_layer} layers of "
-                         f"{cfg.n_head} heads (both counted from 0)")
+        raise ValueError(
+            f"no head ({layer}, {head}): the model has {cfg.n_layer} layers of "
+            f"{cfg.n_head} heads (both counted from 0)"
+        )
     out = copy.deepcopy(model)
     width = cfg.n_embd // cfg.n_head
     with torch.no_grad():
-        out.attn[layer].proj.weight[:, head * width:(head + 1) * width] = 0
+        out.attn[layer].proj.weight[:, head * width : (head + 1) * width] = 0
     return out.eval()

@@ -1,4 +1,5 @@
-"""gptlib.icl: prompts, task families with per-prompt labels, k-shot evaluation, induction scores."""
+"""gptlib.icl: prompts, task families with per-prompt labels, k-shot evaluation, few-shot vs fine-tuning."""
+
 from __future__ import annotations
 
 import random
@@ -6,7 +7,7 @@ import random
 import pytest
 import torch
 
-from gptlib import icl
+from gptlib import fewshot, icl, intents, scaling
 from gptlib.model import GPT, GPTConfig
 from gptlib.tasks import evaluate_exact_match
 
@@ -14,7 +15,9 @@ from gptlib.tasks import evaluate_exact_match
 def test_build_prompt_zero_one_few_shot():
     assert icl.build_prompt([], "kqd") == "\nkqd="
     assert icl.build_prompt([("kqd", "7")], "bxa") == "\nkqd=7\nbxa="
-    assert icl.build_prompt([("a", "1"), ("b", "2")], "a", description="map") == "\nmap\na=1\nb=2\na="
+    assert (
+        icl.build_prompt([("a", "1"), ("b", "2")], "a", description="map") == "\nmap\na=1\nb=2\na="
+    )
     with pytest.raises(ValueError, match="newline"):
         icl.build_prompt([("a\nb", "1")], "a")
     with pytest.raises(ValueError, match="query"):
@@ -31,7 +34,10 @@ def test_every_family_redraws_its_mapping(name):
         task = family.draw(rng)
         x = task.make_input(rng)
         y = task.solve(x)
-        assert len(tok.encode(y)) == 1, (name, y)  # one-token answers: argmax scoring is exact match
+        assert len(tok.encode(y)) == 1, (
+            name,
+            y,
+        )  # one-token answers: argmax scoring is exact match
         assert y in family.labels
         tok.encode(x)  # every input is in the vocabulary
         answers_by_prompt.append(y)
@@ -41,8 +47,11 @@ def test_every_family_redraws_its_mapping(name):
 def test_lookup_is_consistent_within_a_prompt_and_random_across():
     rng = random.Random(1)
     task = icl.lookup_family().draw(rng)
-    x = task.make_input(rng)
-    assert task.solve(x) == task.solve(x)
+    xs = [task.make_input(rng) for _ in range(40)]
+    # a prompt's map is a function: every input has one answer, five words get five distinct digits
+    pairs = {(x, task.solve(x)) for x in xs}
+    assert len({x for x, _ in pairs}) == len(pairs) == 5
+    assert len({y for _, y in pairs}) == 5 and all(len(x) == 1 for x, _ in pairs)
     # with one-letter words covering the alphabet, the word "a" gets many different digits across prompts
     fam = icl.lookup_family(n_words=10, word_len=1)
     digits = set()
@@ -66,7 +75,9 @@ def test_linear_and_pick_solve_correctly():
 
 def test_intent_labels_and_out_of_scope():
     rng = random.Random(3)
-    fam = icl.intent_family(in_scope=icl.SEED_INTENTS, out_of_scope=[icl.OUT_OF_SCOPE], oos_rate=0.5)
+    fam = icl.intent_family(
+        in_scope=icl.SEED_INTENTS, out_of_scope=[icl.OUT_OF_SCOPE], oos_rate=0.5
+    )
     task = fam.draw(rng)
     labels = task.labels
     assert set(labels) == set(icl.SEED_INTENTS) and len(set(labels.values())) == 4
@@ -74,7 +85,7 @@ def test_intent_labels_and_out_of_scope():
     assert task.solve("预约明天的会议室") == icl.NONE_LABEL
     with pytest.raises(ValueError, match="not a request"):
         task.solve("hello")
-    prompt, answer, labels = icl.intent_prompt(random.Random(4), 2, icl.OUT_OF_SCOPE)
+    prompt, answer, labels = intents.intent_prompt(random.Random(4), 2, icl.OUT_OF_SCOPE)
     assert answer == icl.NONE_LABEL and prompt.endswith("=") and prompt.count("\n") == 9
     icl.icl_tokenizer().encode(prompt)
 
@@ -83,7 +94,7 @@ def test_episode_and_answer_positions():
     tok = icl.icl_tokenizer()
     text, examples = icl.episode(icl.FAMILIES["intent"], random.Random(5), n_examples=6)
     ids = tok.encode(text)
-    for pos, (x, y) in zip(icl.answer_positions(tok, examples), examples):
+    for pos, (_, y) in zip(icl.answer_positions(tok, examples), examples):
         assert tok.decode([ids[pos]]) == icl.SEP and tok.decode([ids[pos + 1]]) == y
     text, _ = icl.episode(icl.FAMILIES["lookup"], random.Random(5), n_chars=100)
     assert len(text) >= 100
@@ -104,20 +115,23 @@ def test_batch_fn_is_reproducible_and_shifted():
 def test_kshot_accuracy_agrees_with_explicit_prompts():
     torch.manual_seed(0)
     tok = icl.icl_tokenizer()
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=96, n_layer=1, n_head=2, n_embd=16)).eval()
+    model = GPT(
+        GPTConfig(vocab_size=tok.vocab_size, block_size=96, n_layer=1, n_head=2, n_embd=16)
+    ).eval()
     fam = icl.FAMILIES["lookup"]
     for k in (0, 3):
         fast = icl.kshot_accuracy(model, tok, fam, [k], n=20, seed=1)
         slow = icl.kshot_accuracy_from_prompts(model, tok, fam, k, n=20, seed=1)
         # generated text ends at a newline; a one-token answer is right iff its first token is
-        assert fast.at(k) == pytest.approx(sum(p[:1] == a for p, a in zip(slow.predictions, slow.answers)) / 20)
+        assert fast.at(k) == pytest.approx(
+            sum(p[:1] == a for p, a in zip(slow.predictions, slow.answers)) / 20
+        )
     with pytest.raises(ValueError, match="block_size"):
         icl.kshot_accuracy(model, tok, fam, [40], n=2)
 
 
 def test_an_oracle_scores_perfectly_where_the_answer_is_in_context():
-    """A hand-made 'model' that copies the answer of the last identical input gets 100% when shown."""
-    tok = icl.icl_tokenizer()
+    """Within an episode the same input always gets the same answer: copying is always right."""
     rng = random.Random(0)
     text, examples = icl.episode(icl.FAMILIES["lookup"], rng, n_examples=12)
     seen, hits, total = {}, 0, 0
@@ -129,67 +143,110 @@ def test_an_oracle_scores_perfectly_where_the_answer_is_in_context():
     assert total > 0 and hits == total
 
 
-def test_induction_score_of_a_perfect_head_and_of_uniform_attention():
-    L = 6
-    T = 2 * L
-    perfect = torch.zeros(T, T)
-    for t in range(T):
-        perfect[t, t - L + 1 if t >= L else 0] = 1
-    assert float(icl.induction_score_from_attention(perfect, L)) == pytest.approx(1.0)
-    uniform = torch.tril(torch.ones(T, T))
-    uniform = uniform / uniform.sum(-1, keepdim=True)
-    expected = sum(1 / (t + 1) for t in range(L, T)) / L
-    assert float(icl.induction_score_from_attention(uniform, L)) == pytest.approx(expected)
-    with pytest.raises(ValueError, match="two halves"):
-        icl.induction_score_from_attention(perfect, L + 1)
-
-
-def test_induction_scores_shape_on_a_model():
-    tok = icl.icl_tokenizer()
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=3, n_embd=24))
-    s = icl.induction_scores(model, tok.encode("abcdefghijklmnopqrstuvwxyz"), n_seq=2)
-    assert s.shape == (2, 3) and ((s >= 0) & (s <= 1)).all()
-    seq = icl.repeated_tokens(3, 5, range(10))
-    assert seq.shape == (3, 10) and torch.equal(seq[:, :5], seq[:, 5:])
-
-
 def test_fit_power_law_recovers_a_known_law():
     n = [1e3, 3e3, 1e4, 3e4, 1e5, 3e5]
-    loss = [5.0 * x ** -0.3 + 1.2 for x in n]
-    fit = icl.fit_power_law(n, loss)
+    loss = [5.0 * x**-0.3 + 1.2 for x in n]
+    fit = scaling.fit_power_law(n, loss)
     assert fit["alpha"] == pytest.approx(0.3, abs=0.02) and fit["c"] == pytest.approx(1.2, abs=0.05)
-    pure = icl.fit_power_law(n, [7 * x ** -0.1 for x in n], with_offset=False)
+    pure = scaling.fit_power_law(n, [7 * x**-0.1 for x in n], with_offset=False)
     assert pure["alpha"] == pytest.approx(0.1, abs=1e-6)
     with pytest.raises(ValueError):
-        icl.fit_power_law([1, 2], [1, 2])
+        scaling.fit_power_law([1, 2], [1, 2])
 
 
 def test_evaluate_intents_runs_and_is_bounded():
     tok = icl.icl_tokenizer()
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=192, n_layer=1, n_head=1, n_embd=8)).eval()
-    res = icl.evaluate_intents(model, tok, [1], n=4)
-    assert set(res[1]) == {"in_scope", "oos", "false_none"} and all(0 <= v <= 1 for v in res[1].values())
+    model = GPT(
+        GPTConfig(vocab_size=tok.vocab_size, block_size=192, n_layer=1, n_head=1, n_embd=8)
+    ).eval()
+    res = intents.evaluate_intents(model, tok, [1], n=4)
+    assert set(res[1]) == {"in_scope", "oos", "false_none"} and all(
+        0 <= v <= 1 for v in res[1].values()
+    )
 
 
 def test_exact_match_is_reused_for_prompts():
     tok = icl.icl_tokenizer()
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=1, n_embd=8)).eval()
+    model = GPT(
+        GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=1, n_embd=8)
+    ).eval()
     res = evaluate_exact_match(model, tok, [icl.build_prompt([("ab", "1")], "ab")], ["1"])
     assert len(res.predictions) == 1
 
 
-def test_lookup_copy_scores_shape_and_range():
-    tok = icl.icl_tokenizer()
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=16))
-    s = icl.lookup_copy_scores(model, tok, n=4)
-    assert s.shape == (2, 2) and (s.abs() <= 1).all()
+class CopyOracle(torch.nn.Module):
+    """A hand-made 'model': after ``key=`` it puts all its mass on the answer that followed the
+    latest earlier ``key=``, and on the newline token otherwise. Its k-shot accuracy is exactly
+    the share of episodes whose k-th key appeared before: computed independently below."""
+
+    def __init__(self, tok, block_size=96):
+        super().__init__()
+        self.tok = tok
+        self.config = type("C", (), {"block_size": block_size})()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, idx):
+        eq, nl = self.tok.encode("=")[0], self.tok.encode("\n")[0]
+        out = torch.zeros(*idx.shape, self.tok.vocab_size)
+        for b, row in enumerate(idx.tolist()):
+            last = {}
+            for t, tokid in enumerate(row):
+                out[b, t, nl] = 1.0
+                if tokid == eq and t >= 1:
+                    key = row[t - 1]
+                    if key in last:
+                        out[b, t, nl] = 0.0
+                        out[b, t, last[key]] = 1.0
+                    if t + 1 < len(row):
+                        last[key] = row[t + 1]
+        return out * 20
 
 
-def test_repeat_text_and_loss_by_copy():
-    text = icl.repeat_text(random.Random(0), 50, 5, 5)
-    lines = text.strip("\n").split("\n")
-    assert len(text) == 50 and len(set(lines[:-1])) == 1 and lines[-1] == lines[0][:len(lines[-1])]
+def test_kshot_accuracy_of_a_copy_oracle_matches_an_independent_count():
     tok = icl.icl_tokenizer()
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=1, n_embd=8))
-    losses = icl.repeat_loss_by_copy(model, tok, word_len=7, n=4)
-    assert len(losses) == 64 // 8 and all(abs(v - losses[0]) < 0.2 for v in losses)  # untrained: no copying
+    fam = icl.FAMILIES["lookup"]
+    shots = [0, 1, 4, 8]
+    res = icl.kshot_accuracy(CopyOracle(tok), tok, fam, shots, n=50, seed=3)
+    rng = random.Random("kshot/3/lookup")  # the episodes kshot_accuracy draws
+    seen_before = {k: 0 for k in shots}
+    for _ in range(50):
+        _, examples = icl.episode(fam, rng, n_examples=max(shots) + 1)
+        for k in shots:
+            seen_before[k] += examples[k][0] in {x for x, _ in examples[:k]}
+    assert res.accuracy == pytest.approx([seen_before[k] / 50 for k in shots])
+    assert res.at(0) == 0 and res.at(8) > 0.7 and res.chance == pytest.approx(0.1)
+
+
+def test_finetuning_changes_a_copy_only_and_learns_the_examples():
+    torch.manual_seed(0)
+    tok = icl.icl_tokenizer()
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    examples = [("a", "3"), ("b", "7")]
+    tuned = fewshot.finetune_on_examples(model, tok, examples, steps=60, lr=1e-2)
+    assert all(
+        torch.equal(before[k], v) for k, v in model.state_dict().items()
+    )  # original untouched
+    from gptlib.fewshot import first_answers
+
+    assert first_answers(tuned, tok, [icl.build_prompt([], x) for x, _ in examples]) == ["3", "7"]
+    with pytest.raises(ValueError, match="at least one example"):
+        fewshot.finetune_on_examples(model, tok, [])
+
+
+def test_fewshot_vs_finetune_shapes_and_seeds():
+    torch.manual_seed(0)
+    tok = icl.icl_tokenizer()
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=48, n_layer=1, n_head=2, n_embd=16))
+    fam = icl.FAMILIES["lookup"]
+    a = fewshot.fewshot_vs_finetune(model, tok, fam, k=4, n_tasks=3, n_queries=4, steps=3, seed=0)
+    b = fewshot.fewshot_vs_finetune(model, tok, fam, k=4, n_tasks=3, n_queries=4, steps=3, seed=0)
+    assert set(a) == {"zero-shot", "few-shot", "fine-tuned"} and all(
+        len(v) == 3 for v in a.values()
+    )
+    assert a == b
+    # fine-tuned on 4 examples for 60 steps, the model answers queries whose key it was taught
+    c = fewshot.fewshot_vs_finetune(
+        model, tok, fam, k=8, n_tasks=3, n_queries=10, steps=60, lr=1e-2, seed=1
+    )
+    assert sum(c["fine-tuned"]) / 3 > sum(c["zero-shot"]) / 3 + 0.3, c
