@@ -19,10 +19,14 @@ every program runs in a separate, short-lived process, behind several independen
    process creation (fork/exec/spawn/system/subprocess), sockets, ``ctypes``, signals to
    other processes, and writing/deleting/renaming files outside the working directory
    raise ``PermissionError``.
-4. **A verdict the program cannot fake by exiting early**: the parent counts a run as passed
-   only if the process exited with status 0 *and* the runner printed a per-run secret
-   after the whole program (tests included) finished, *and* the builtins were left as they
-   were (patching ``abs`` or ``isinstance`` can make a test pass that should fail).
+4. **How the program ended**: :func:`execute` reports ``passed`` only if the process exited
+   with status 0 *and* the runner printed a per-run secret after the whole program
+   finished, *and* the builtins were left as they were. That catches a program that
+   leaves early by accident, but it is no verdict on tests: the secret, the runner and any
+   tests live in the program's own process, which the program can read and change.
+   Judging code against tests is :mod:`gptlib.verdict`'s job: there the tests run in the
+   trusted process and the program, served by this runner (``serve`` mode), only returns
+   plain values over a pipe.
 
 Layer 3 alone is not a security boundary: Python code can always find a way around
 Python-level guards. Layers 1, 2 and 4 are what the adversarial tests in
