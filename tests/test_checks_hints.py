@@ -47,3 +47,29 @@ def test_a_wrong_answer_still_gets_its_own_diagnosis():
     with pytest.raises(CheckFailed, match="overflows on large inputs"):
         check_softmax(lambda x: x.exp() / x.exp().sum(-1, keepdim=True))
     assert "correct" in check_softmax(lambda x: torch.softmax(x, -1))
+
+
+def test_predict_then_measure_checks_the_function_and_the_guess():
+    import math
+
+    from gptlib.checks import check_attention_entropy
+
+    def row_entropy(q, k, scale):
+        p = torch.softmax(scale * (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1)), dim=-1)
+        return -(p * p.log()).sum(-1)
+
+    def no_sqrt(q, k, scale):
+        p = torch.softmax(scale * (q @ k.transpose(-2, -1)), dim=-1)
+        return -(p * p.log()).sum(-1)
+
+    def guess_down():
+        return "down"
+
+    assert "was right" in check_attention_entropy(row_entropy, "down")
+    assert "was right" in check_attention_entropy("row_entropy", "guess_down")  # both by name
+    with pytest.raises(CheckFailed, match="you predicted 'up', the measurement says 'down'"):
+        check_attention_entropy(row_entropy, "up")
+    with pytest.raises(CheckFailed, match="row entropies at scale"):
+        check_attention_entropy(no_sqrt, "down")
+    with pytest.raises(CheckFailed, match="write 'up' or 'down'"):
+        check_attention_entropy(row_entropy, "sideways")

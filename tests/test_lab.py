@@ -180,8 +180,11 @@ def _wait_until_run(page) -> None:
             if (!nb || !nb.content || !nb.sessionContext.session) return false;
             const kernel = nb.sessionContext.session.kernel;
             const cells = [...nb.content.model.cells].filter(c => c.type === 'code');
+            // Run All stops at a raising cell: an error output also ends the wait
+            const failed = cells.some(c => Array.from({length: c.outputs.length},
+                                                      (_, i) => c.outputs.get(i).type).includes('error'));
             return kernel && kernel.status === 'idle'
-                && cells.every(c => c.executionCount !== null);
+                && (failed || cells.every(c => c.executionCount !== null));
         }""",
         timeout=RUN_TIMEOUT_MS, polling=500,
     )

@@ -76,7 +76,8 @@ def checker(check: Callable) -> Callable:
     """Register a checker: unfinished answers get a hint, not a traceback.
 
     The first argument may be given by name (``check_x("my_answer")``): it is looked up in the
-    calling notebook, and a missing name says which cell to run. A stub that still raises
+    calling notebook, and a missing name says which cell to run. A later argument that is a
+    string naming a *function* of the notebook is replaced by that function. A stub that still raises
     ``NotImplementedError``, or an answer that uses a name not defined anywhere, is reported
     the same way. Checkers' own failures (:class:`CheckFailed`) pass through unchanged.
     """
@@ -84,7 +85,10 @@ def checker(check: Callable) -> Callable:
     @functools.wraps(check)
     def run(*args, **kwargs):
         if args:
-            args = (_resolve(args[0], _caller_names()), *args[1:])
+            names = _caller_names()
+            # later arguments: a string naming a function of the notebook is that function
+            rest = [names[a] if isinstance(a, str) and callable(names.get(a)) else a for a in args[1:]]
+            args = (_resolve(args[0], names), *rest)
         try:
             return check(*args, **kwargs)
         except NotImplementedError:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from gptlib.checks import CheckFailed, _fail, check_close, checker  # noqa: F401
 
 __all__ = [
+    "check_attention_entropy",
     "check_attention_weights",
     "check_gru_step",
     "check_query_focus",
@@ -119,6 +120,49 @@ def _gru_parts(x_t, h, gru):
     gx = x_t @ gru.weight_ih_l0.T + gru.bias_ih_l0
     gh = h @ gru.weight_hh_l0.T + gru.bias_hh_l0
     return gx.chunk(3, -1), gh.chunk(3, -1)
+
+
+def _row_entropy_reference(q, k, scale):
+    p = torch.softmax(scale * (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1)), dim=-1)
+    return -(p * p.clamp_min(1e-30).log()).sum(-1)
+
+
+@checker
+def check_attention_entropy(fn: Callable[..., torch.Tensor], prediction) -> str:
+    """Predict, then measure: how the spread of attention changes when the scores are scaled.
+
+    ``fn(q, k, scale)`` returns the entropy (nats) of every row of
+    ``softmax(scale * q k^T / sqrt(d))``, shape ``(..., Tq)``. ``prediction`` is the reader's
+    guess, written *before* measuring, for what multiplying the scores by 3 does to the mean
+    row entropy: ``"up"`` or ``"down"``, or a function returning it. The function is checked against a reference; then the
+    checker measures the answer on random queries and keys and says whether the guess was right.
+    """
+    if callable(prediction):  # the exercise asks for a function, so the student edition can stub it
+        prediction = prediction()
+    if prediction not in {"up", "down"}:
+        _fail(f"prediction is {prediction!r}; write 'up' or 'down' (before you measure).")
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(4, 6, 16, generator=g), torch.randn(4, 9, 16, generator=g)
+    for scale in (1.0, 3.0, 0.25):
+        out = _as_tensor(fn(q.clone(), k.clone(), scale), f"row entropy at scale {scale}")
+        ref = _row_entropy_reference(q, k, scale)
+        if out.shape != ref.shape:
+            _fail(f"the entropies have shape {tuple(out.shape)}, expected {tuple(ref.shape)}: "
+                  "one number per query row.", "sum -p log p over the keys (dim=-1).")
+        if (out < -1e-6).any():
+            _fail("an entropy is negative.", "entropy is -sum(p * log p), with the minus sign.")
+        check_close(out, ref, f"row entropies at scale {scale}", atol=1e-4,
+                    hint="p = softmax(scale * q @ k.T / sqrt(d)) over the keys; H = -(p * p.log()).sum(-1).")
+    flat = math.log(k.size(-2))
+    at1 = _row_entropy_reference(q, k, 1.0).mean().item()
+    at3 = _row_entropy_reference(q, k, 3.0).mean().item()
+    measured = "down" if at3 < at1 else "up"
+    if prediction != measured:
+        _fail(f"you predicted '{prediction}', the measurement says '{measured}': mean row entropy "
+              f"{at1:.2f} nats at scale 1, {at3:.2f} at scale 3 (a uniform row has {flat:.2f}).",
+              "larger scores make the softmax sharper: the largest score takes more of the weight.")
+    return (f"attention entropy: {at1:.2f} nats at scale 1, {at3:.2f} at scale 3 "
+            f"(uniform: {flat:.2f}); your prediction '{prediction}' was right.")
 
 
 @checker
