@@ -1,4 +1,4 @@
-"""gptlib.fim: the FIM transform, prompts, the seeded corpora, infilling and editing plumbing."""
+"""gptlib.fim, gptlib.toycode, gptlib.edit: the FIM transform, the corpus, measuring infills, edits."""
 from __future__ import annotations
 
 import random
@@ -7,7 +7,9 @@ from collections import Counter
 import pytest
 import torch
 
-from gptlib import fim
+import math
+
+from gptlib import edit, fim, toycode
 from gptlib.fim import EOT, MID, PRE, SUF
 from gptlib.model import GPT, GPTConfig
 
@@ -53,7 +55,7 @@ def test_psm_and_spm_layouts():
 
 @pytest.mark.parametrize("spm_rate", [0.0, 0.5, 1.0])
 def test_round_trip(spm_rate):
-    docs = [t.source for t in fim.function_corpus(50, seed=3)] + ["", "x"]
+    docs = [t.source for t in toycode.function_corpus(50, seed=3)] + ["", "x"]
     for text, doc in zip(fim.apply_fim(docs, 0.7, seed=0, spm_rate=spm_rate), docs):
         assert fim.undo_fim(text) == doc
 
@@ -68,7 +70,7 @@ def test_fim_rate_is_honoured():
 
 
 def test_apply_fim_is_seeded():
-    docs = [t.source for t in fim.function_corpus(20, seed=0)]
+    docs = [t.source for t in toycode.function_corpus(20, seed=0)]
     assert fim.apply_fim(docs, 0.5, seed=4) == fim.apply_fim(docs, 0.5, seed=4)
     assert fim.apply_fim(docs, 0.5, seed=4) != fim.apply_fim(docs, 0.5, seed=5)
 
@@ -99,44 +101,71 @@ def test_tokenizer_and_show():
 
 
 def test_function_corpus_programs_pass_and_are_distinct():
-    tasks = fim.function_corpus(60, seed=0)
+    tasks = toycode.function_corpus(60, seed=0)
     assert len({t.source for t in tasks}) == 60
     assert {t.template for t in tasks} == set(range(10))
     for t in tasks:
         exec(t.program, {})  # every template's code agrees with the reference behind its tests
-    held_out = fim.function_corpus(30, seed=1, exclude={t.source for t in tasks})
+    held_out = toycode.function_corpus(30, seed=1, exclude={t.source for t in tasks})
     assert not {t.source for t in held_out} & {t.source for t in tasks}
+    assert toycode.function_corpus(10, seed=0) == tasks[:10]
+    assert toycode.function_corpus(10, seed=9) != tasks[:10]
+
+
+def test_name_pool_is_200_distinct_identifiers():
+    assert len(set(toycode.NAMES)) == 200
+    assert all(n.isidentifier() for n in toycode.NAMES)
+    accs = {t.acc for t in toycode.function_corpus(3000, seed=0)}
+    assert len(accs) == 200  # every name is used: the pool really is ~uniform
+
+
+def test_bind_hole_is_the_first_use_of_the_name():
+    for task in toycode.function_corpus(50, seed=2):
+        hole = toycode.make_hole(task, "bind")
+        assert hole.filled(hole.middle) == task.source
+        assert task.acc not in hole.prefix  # nothing above the hole says the name
+        assert hole.middle.startswith("    " + task.acc + " = ")
+        assert hole.suffix.count(task.acc) >= 2  # everything below uses it
 
 
 def test_holes_cut_whole_lines():
     rng = random.Random(0)
-    for task in fim.function_corpus(30, seed=2):
+    for task in toycode.function_corpus(30, seed=2):
         for kind in ("line", "lines", "body"):
-            hole = fim.make_hole(task, kind, rng)
+            hole = toycode.make_hole(task, kind, rng)
             assert hole.prefix + hole.middle + hole.suffix == task.source
             assert hole.middle.endswith("\n") and hole.prefix.count("\n") >= 2
             assert hole.n_lines == {"line": 1}.get(kind, hole.n_lines)
-        body = fim.make_hole(task, "body", rng)
+        body = toycode.make_hole(task, "body", rng)
         assert body.suffix.strip().startswith("return")
+        r = toycode.random_hole(task, rng)
+        assert r.middle and r.prefix + r.middle + r.suffix == task.source
+    with pytest.raises(ValueError, match="rng"):
+        toycode.make_hole(task, "line")
+    with pytest.raises(ValueError, match="kind"):
+        toycode.make_hole(task, "word", rng)
 
 
 def test_edits_are_correct_programs():
-    examples = fim.edit_dataset(40, seed=0)
-    assert [e.kind for e in examples[:4]] == list(fim.EDIT_KINDS)
+    examples = edit.edit_dataset(40, seed=0)
+    assert [e.kind for e in examples[:4]] == list(edit.EDIT_KINDS)
     for e in examples:
         compile(e.after, "<edit>", "exec")
-        text = fim.edit_text(e)
+        assert e.before != e.after
+        text = edit.edit_text(e)
         assert text.startswith(e.before) and "# instruction: " + e.instruction + "\n" in text
         if e.kind == "rename":
             old, new = e.instruction.split()[1], e.instruction.split()[3]
-            assert new in e.after and not any(w == old for w in e.after.replace("(", " ").split())
+            assert new in toycode.NAMES and new in e.after
+            assert not any(w == old for w in e.after.replace("(", " ").split())
     with pytest.raises(ValueError, match="one line"):
-        fim.edit_prompt("x = 1\n", "two\nlines")
+        edit.edit_prompt("x = 1\n", "two\nlines")
 
 
-def _tiny_model(tok):
+def _tiny_model(tok, block_size=64):
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=1, n_embd=16)).eval()
+    return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=1, n_head=1,
+                         n_embd=16)).eval()
 
 
 def test_infill_and_baseline_run_and_respect_budgets():
@@ -150,42 +179,109 @@ def test_infill_and_baseline_run_and_respect_budgets():
     assert isinstance(fim.infill(model, tok, "x = 1\n" * 30, "y\n", max_new_tokens=3), str)
 
 
-def test_evaluate_infilling_scores_a_perfect_filler():
-    tasks = fim.function_corpus(5, seed=0)
+def test_middle_nll_is_the_summed_cross_entropy_of_the_middle():
     tok = fim.fim_tokenizer()
     model = _tiny_model(tok)
-    res = fim.evaluate_infilling(model, tok, tasks, "fim", kinds=("line",), max_new_tokens=4)
-    assert res.n == {"line": 5} and 0.0 <= res.exact["line"] <= 1.0 and res.pass_rate is None
+    hole = toycode.Hole("def f(x):\n", "    y = x\n", "    return y\n", "line")
+    for how, context in (("l2r", EOT + hole.prefix),
+                         ("fim", EOT + PRE + hole.prefix + SUF + hole.suffix + MID)):
+        ids = tok.encode(context + hole.middle)
+        logits = model(torch.tensor([ids[:-1]]))[0, -len(hole.middle):]
+        ref = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[-len(hole.middle):]),
+                                                reduction="sum").item()
+        assert abs(fim.middle_nll(model, tok, [hole], how)[0].item() - ref) < 1e-4
     with pytest.raises(ValueError, match="how"):
-        fim.evaluate_infilling(model, tok, tasks, "rtl")
+        fim.middle_nll(model, tok, [hole], "both")
+    # an untrained model is near uniform: about ln(vocab) per character
+    nll = fim.middle_nll(model, tok, [hole], "l2r")[0].item()
+    assert abs(nll / len(hole.middle) - math.log(tok.vocab_size)) < 0.5
 
 
-def test_lm_val_loss_matches_cross_entropy():
+def test_compare_infilling_with_given_models_and_fresh_seeds():
+    tok = fim.fim_tokenizer()
+    a, b = _tiny_model(tok, 256), _tiny_model(tok, 256)
+    out = fim.compare_infilling(6, seed=3, models={"fim": a, "l2r": b}, tokenizer=tok, train_n=50)
+    assert set(out) >= {"fim", "l2r", "gap", "gap_ci95", "per_middle"}
+    assert len(out["per_middle"]["fim"]) == 6
+    assert abs(out["gap"] - (out["l2r"] - out["fim"])) < 1e-6
+    lo, hi = out["gap_ci95"]
+    assert lo <= out["gap"] <= hi
+    again = fim.compare_infilling(6, seed=3, models={"fim": a, "l2r": b}, tokenizer=tok,
+                                  train_n=50)
+    other = fim.compare_infilling(6, seed=4, models={"fim": a, "l2r": b}, tokenizer=tok,
+                                  train_n=50)
+    assert again["fim"] == out["fim"] and other["fim"] != out["fim"]
+    with pytest.raises(ValueError, match="training seed"):
+        fim.held_out_tasks(3, seed=0, train_n=10)
+
+
+def test_pass_rate_with_a_perfect_and_a_broken_filler():
     tok = fim.fim_tokenizer()
     model = _tiny_model(tok)
-    data = fim.build_stream([t.source for t in fim.function_corpus(10, seed=0)], tok, 0.0)
-    loss = fim.lm_val_loss(model, data, block_size=32, max_windows=3)
-    x = data[:96].long().view(3, 32)
-    y = data[1:97].long().view(3, 32)
-    ref = torch.nn.functional.cross_entropy(model(x).reshape(-1, tok.vocab_size), y.reshape(-1)).item()
-    assert abs(loss - ref) < 1e-5
+    tasks = toycode.function_corpus(3, seed=5)
 
+    def run_locally(programs):
+        class R:
+            def __init__(self, ok):
+                self.passed = ok
+        out = []
+        for p in programs:
+            try:
+                exec(p, {})
+                out.append(R(True))
+            except Exception:
+                out.append(R(False))
+        return out
 
-def test_training_recipe_runs_tiny():
-    model, tok, result = fim.train_fim_model("fim", dict(fim.RUNS["tiny"], max_iters=3, n_train=50), device="cpu")
-    assert result.iters == 3 and model.config.vocab_size == tok.vocab_size
-    with pytest.raises(ValueError, match="init"):
-        fim.train_fim_model("edit", "tiny")
-
-
-def test_middle_loss_scores_only_the_middle():
-    tok = fim.fim_tokenizer()
-    model = _tiny_model(tok)
-    hole = fim.Hole("def f(x):\n", "    y = x\n", "    return y\n", "line")
-    ids = tok.encode(EOT + hole.prefix + hole.middle)
-    logits = model(torch.tensor([ids[:-1]]))[0, -len(hole.middle):]
-    ref = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[-len(hole.middle):])).item()
-    assert abs(fim.middle_loss(model, tok, hole, "l2r") - ref) < 1e-5
-    assert fim.middle_loss(model, tok, hole, "fim", mode="spm") > 0
+    fills = []
+    rate = fim.pass_rate(model, tok, tasks, "fim", kind="bind", execute_many=run_locally,
+                         fills=fills)
+    assert rate == 0.0 and len(fills) == 3  # an untrained model writes noise
     with pytest.raises(ValueError, match="how"):
-        fim.middle_loss(model, tok, hole, "both")
+        fim.pass_rate(model, tok, tasks, "rtl", execute_many=run_locally)
+
+
+def test_best_of_m_keeps_the_likeliest_candidate():
+    tok = fim.fim_tokenizer()
+    model = _tiny_model(tok, 128)
+    hole = toycode.make_hole(toycode.function_corpus(1, seed=6)[0], "bind")
+    res = fim.best_of_m(model, tok, hole, 5, seed=0)
+    assert len(res.candidates) == 5 and res.fill in res.candidates
+    assert res.scores[res.candidates.index(res.fill)] == max(res.scores)
+    assert res.generated_tokens > 0 and res.scored_tokens >= 5 * len(tok.encode(hole.suffix))
+    assert all(c.count("\n") <= 1 for c in res.candidates)
+    assert fim.best_of_m(model, tok, hole, 5, seed=0).candidates == res.candidates
+    assert fim.best_of_m(model, tok, hole, 5, seed=1).candidates != res.candidates
+
+
+def test_left_to_right_loss_matches_cross_entropy():
+    tok = fim.fim_tokenizer()
+    model = _tiny_model(tok, 32)
+    docs = [t.source for t in toycode.function_corpus(4, seed=0)]
+    data = fim.build_stream(docs, tok, 0.0).long()
+    n = (data.numel() - 1) // 32
+    x, y = data[: n * 32].view(n, 32), data[1: n * 32 + 1].view(n, 32)
+    ref = torch.nn.functional.cross_entropy(model(x).reshape(-1, tok.vocab_size),
+                                            y.reshape(-1)).item()
+    assert abs(fim.left_to_right_loss(model, tok, docs) - ref) < 1e-5
+
+
+def test_gptlib_fim_is_reachable_as_an_attribute():
+    import gptlib
+
+    assert gptlib.fim is fim and gptlib.toycode is toycode and gptlib.edit is edit
+
+
+def test_edit_applied_accepts_the_target_and_rejects_the_input():
+    examples = edit.edit_dataset(40, seed=0)
+    assert all(edit.edit_applied(e, e.after) for e in examples)
+    assert not any(edit.edit_applied(e, e.before) for e in examples)
+    rename = next(e for e in examples if e.kind == "rename")
+    old, new = rename.instruction.split()[1], rename.instruction.split()[3]
+    # the new name everywhere but one old use left: not applied
+    half = rename.after.replace(new, old, 1)
+    assert not edit.edit_applied(rename, half)
+    # the change made, the rest garbled: applied (but not an exact match)
+    ret = next(e for e in examples if e.kind == "return")
+    garbled = "def g(q):\n" + ret.after.splitlines(keepends=True)[-1]
+    assert edit.edit_applied(ret, garbled) and garbled != ret.after
