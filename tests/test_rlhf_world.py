@@ -104,3 +104,21 @@ def test_pretraining_text_is_misaligned_and_tokenizable(world):
     assert any(x in text for x in world.unknown)
     test_texts = {p.text for p in world.prompts("test", 200)}
     assert not any(f"User: {t}\n" in text for t in test_texts)  # only train prompts
+
+
+def test_labeller_demonstrations_are_right_but_habits_cost_conciseness(world):
+    rng = random.Random(0)
+    prompts = world.prompts("train", 200, seed=4)
+    demos = [world.labeller_demonstration(p, rng, concise_share=0.3) for p in prompts]
+    concise = [d == world.demonstration(p) for p, d in zip(prompts, demos)]
+    assert 0.2 < sum(concise) / len(concise) < 0.4  # about the concise share
+    for p, d, c in zip(prompts, demos, concise):
+        assert d.endswith("\n")
+        if p.kind in ("fact", "false_premise", "task"):
+            assert p.answer in d  # every labeller gets the content right
+        if not c:  # a habit: same content, lower gold (longer), but far above a wrong answer
+            assert 0.45 < world.gold_reward(p, d) < world.gold_reward(p, world.demonstration(p))
+    again = [world.labeller_demonstration(p, random.Random(0), 0.3) for p in prompts[:1]]
+    assert again == demos[:1]
+    assert all(world.labeller_demonstration(p, rng, concise_share=1.0) == world.demonstration(p)
+               for p in prompts[:20])

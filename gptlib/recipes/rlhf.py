@@ -1,9 +1,11 @@
 """Chapters 11-12's models: the pre-trained base, the SFT policy and the reward model.
 
 Three stages, each written as an asset and read back by the next: ``rlhf/base`` (a character
-GPT pre-trained on the toy world's web-like text), ``rlhf/sft`` (base fine-tuned on labeller
-demonstrations, loss on the response only) and ``rlhf/reward`` (the SFT body with a scalar
-head, trained on K-wise rankings with all C(K, 2) pairs of a ranking in one batch).
+GPT pre-trained on the toy world's web-like text), ``rlhf/sft`` (base fine-tuned on the
+demonstrations of a pool of labellers, loss on the response only) and ``rlhf/reward`` (the SFT
+body with a scalar head, trained as InstructGPT's was: K samples of the SFT policy per prompt
+at temperature 1, ranked by the world's noisy labeller, all C(K, 2) pairs of a ranking in one
+batch).
 ``--only rlhf/sft`` remakes one stage from the earlier ones under ``--out``.
 """
 
@@ -18,7 +20,7 @@ STAGES = ("rlhf/base", "rlhf/sft", "rlhf/reward")
 
 
 def _params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+    return model.num_params()  # without the position embeddings, as chapter 11 counts them
 
 
 def make_base(ctx: RecipeContext, world, tok) -> None:
@@ -70,11 +72,11 @@ def make_sft(ctx: RecipeContext, world, tok) -> None:
     res = train_sft(
         model,
         tok,
-        sft_examples(world, "train", s["n_pairs"]),
+        sft_examples(world, "train", s["n_pairs"], concise_share=s["concise_share"]),
         iters=s["iters"],
         batch_size=s["batch_size"],
         lr=s["lr"],
-        val_pairs=sft_examples(world, "val", s["val_pairs"]),
+        val_pairs=sft_examples(world, "val", s["val_pairs"], concise_share=s["concise_share"]),
         seed=ctx.settings["seed"],
     )
     ctx.save(
@@ -89,13 +91,26 @@ def make_sft(ctx: RecipeContext, world, tok) -> None:
     )
 
 
+def comparisons(settings: dict, world, sft, tok) -> tuple[list, list]:
+    """The reward model's (train, val) rankings of SFT samples; the ppo recipe's DPO reuses them."""
+    from gptlib.rlhf.reward import sample_comparisons
+
+    s = settings["reward"]
+    kw = dict(noise=s["noise"], extra_candidates=s["extra_candidates"],
+              temperature=s["temperature"], max_new_tokens=s["max_new_tokens"])
+    train = sample_comparisons(world, sft, tok, world.prompts("train", s["n_prompts"], seed=2),
+                               s["k"], seed=0, **kw)
+    val = sample_comparisons(world, sft, tok, world.prompts("val", s["val_prompts"], seed=2),
+                             s["k"], seed=1, **kw)
+    return train, val
+
+
 def make_reward(ctx: RecipeContext, world, tok) -> None:
     from gptlib import assets
     from gptlib.device import seed_everything
     from gptlib.rlhf.reward import (
         RewardModel,
         comparison_accuracy,
-        make_comparisons,
         make_reward_fn,
         train_reward_model,
     )
@@ -103,9 +118,8 @@ def make_reward(ctx: RecipeContext, world, tok) -> None:
     s, t0 = ctx.settings["reward"], time.perf_counter()
     seed_everything(ctx.settings["seed"])
     sft = assets.load("rlhf/sft", root=ctx.out, device=ctx.settings["device"]).model
+    train_c, val_c = comparisons(ctx.settings, world, sft, tok)
     rm = RewardModel(sft)
-    train_c = make_comparisons(world, "train", s["n_prompts"], s["k"], noise=s["noise"], seed=0)
-    val_c = make_comparisons(world, "val", s["val_prompts"], s["k"], noise=s["noise"], seed=0)
     res = train_reward_model(
         rm,
         tok,
@@ -123,7 +137,9 @@ def make_reward(ctx: RecipeContext, world, tok) -> None:
         builder="gptlib.rlhf.reward:RewardModel.from_config",
         model_config=dataclasses.asdict(rm.gpt.config),
         tokenizer=tok,
-        metrics={"val_loss": res.final_val_loss, "val_accuracy": acc},
+        metrics={"val_loss": res.final_val_loss, "val_accuracy": acc,
+                 "train_rankings": len(train_c),
+                 "train_pairs": sum(len(c.pairs) for c in train_c)},
         history=res.history,
         wall_s=time.perf_counter() - t0,
     )
