@@ -73,3 +73,38 @@ def test_predict_then_measure_checks_the_function_and_the_guess():
         check_attention_entropy(no_sqrt, "down")
     with pytest.raises(CheckFailed, match="write 'up' or 'down'"):
         check_attention_entropy(row_entropy, "sideways")
+
+
+def test_domain_compression_checks_the_ratio_and_the_guess():
+    from gptlib.checks import check_domain_compression
+    from gptlib.tokenizer import ByteBPE
+
+    plays = "To be, or not to be, that is the question. " * 40
+    code = "def f(x):\n    return x + 1\n" * 40
+    tok = ByteBPE.train(plays, vocab_size=300)
+
+    def bytes_per_token(tokenizer, text):
+        return len(text.encode("utf-8")) / len(tokenizer.encode(text))
+
+    def tokens_per_byte(tokenizer, text):
+        return len(tokenizer.encode(text)) / len(text.encode("utf-8"))
+
+    assert "was right" in check_domain_compression(bytes_per_token, "plays", tok, plays, code)
+    with pytest.raises(CheckFailed, match="you predicted 'code', the measurement says 'plays'"):
+        check_domain_compression(bytes_per_token, "code", tok, plays, code)
+    with pytest.raises(CheckFailed, match="tokens per byte"):
+        check_domain_compression(tokens_per_byte, "plays", tok, plays, code)
+
+
+def test_preface_checkers_catch_wrong_answers():
+    from gptlib.checks import check_temperature_for_entropy, check_zero_temperature
+
+    with pytest.raises(CheckFailed, match="has entropy"):
+        check_temperature_for_entropy(lambda scores, target: 1.0)
+    with pytest.raises(CheckFailed, match="a number > 0"):
+        check_temperature_for_entropy(lambda scores, target: -1.0)
+    argmax_only = lambda s: torch.nn.functional.one_hot(s.argmax(), len(s)).float()  # noqa: E731
+    with pytest.raises(CheckFailed, match=r"limit for scores \[1.0, 3.0, 3.0, -2.0\]"):
+        check_zero_temperature(argmax_only, "one-hot")  # a tie must share
+    with pytest.raises(CheckFailed, match="you predicted 'uniform'"):
+        check_zero_temperature(argmax_only, "uniform")

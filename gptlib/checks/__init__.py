@@ -132,6 +132,60 @@ def check_softmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> str:
     return "softmax: correct and numerically stable."
 
 
+def _entropy(p: torch.Tensor) -> float:
+    return float(-(p * p.clamp_min(1e-30).log()).sum())
+
+
+@checker
+def check_temperature_for_entropy(fn: Callable[[torch.Tensor, float], float]) -> str:
+    """Check ``fn(scores, target)``: a temperature at which softmax(scores / T) has entropy target.
+
+    Tested on several score vectors and targets strictly between 0 and log(n); the entropy of
+    softmax(scores / T) at the returned T must be within 0.01 nats of the target.
+    """
+    g = torch.Generator().manual_seed(3)
+    for n in (3, 5, 9):
+        scores = torch.randn(n, generator=g) * 2
+        top = torch.log(torch.tensor(float(n))).item()
+        for target in (0.1 * top, 0.5 * top, 0.9 * top):
+            t = fn(scores.clone(), target)
+            if isinstance(t, torch.Tensor):
+                t = t.item()
+            if not isinstance(t, (int, float)) or not t > 0:
+                _fail(f"for target {target:.3f} nats you returned {t!r}: a temperature is a number > 0.")
+            got = _entropy(torch.softmax(scores / t, -1))
+            if abs(got - target) > 0.01:
+                hint = ("entropy grows with the temperature: search T between a small and a large "
+                        "value (bisection), raising T when the entropy is too low.")
+                _fail(f"softmax(scores / {t:.4g}) has entropy {got:.3f} nats, target {target:.3f} "
+                      f"(scores {[round(v, 2) for v in scores.tolist()]}).", hint)
+    return "temperature for entropy: every target reached within 0.01 nats."
+
+
+@checker
+def check_zero_temperature(fn: Callable[[torch.Tensor], torch.Tensor], prediction) -> str:
+    """Predict, then measure: the distribution softmax(scores / T) tends to as T -> 0.
+
+    ``prediction`` (a string, or a function returning it) is one of ``"uniform"``, ``"one-hot"``
+    or ``"unchanged"``; ``fn(scores)`` returns the limit distribution, which is compared with
+    softmax at a tiny temperature, also for scores with a tie for the maximum.
+    """
+    if callable(prediction):
+        prediction = prediction()
+    if prediction not in {"uniform", "one-hot", "unchanged"}:
+        _fail(f"prediction is {prediction!r}; write 'uniform', 'one-hot' or 'unchanged'.")
+    if prediction != "one-hot":
+        _fail(f"you predicted '{prediction}'; at T = 0.01 the scores [2, 1, 0.5] give "
+              f"{[round(v, 3) for v in torch.softmax(torch.tensor([2.0, 1.0, 0.5]) / 0.01, -1).tolist()]}.",
+              "dividing by a tiny T blows up the gaps between scores: the largest takes everything.")
+    for scores in (torch.tensor([2.0, 1.0, 0.5, 0.1]), torch.tensor([1.0, 3.0, 3.0, -2.0])):
+        out = torch.as_tensor(fn(scores.clone()), dtype=torch.float32)
+        limit = torch.softmax(scores.double() / 1e-4, -1).float()
+        check_close(out, limit, f"limit for scores {scores.tolist()}", atol=1e-3,
+                    hint="probability 1 on the largest score; a tie of k maxima gets 1/k each.")
+    return "zero temperature: the distribution becomes one-hot on the largest score (ties share)."
+
+
 def _parts() -> list[str]:
     """The submodules holding the parts' checkers (every module of this package: a new part is
     found without being listed anywhere)."""

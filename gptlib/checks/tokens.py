@@ -8,7 +8,7 @@ from typing import Callable
 from gptlib.checks import CheckFailed, _fail, check_close, checker  # noqa: F401
 from gptlib.tokenizer import _merge_pair  # the reference the checker compares with
 
-__all__ = ["check_merge", "check_bpe_encode", "check_chinese_tokenizer"]
+__all__ = ["check_merge", "check_bpe_encode", "check_chinese_tokenizer", "check_domain_compression"]
 
 Pair = tuple[int, int]
 
@@ -210,3 +210,41 @@ def check_chinese_tokenizer(
         f"Chinese: {n_zh} tokens for {len(sentence)} characters; English: {english_ratio:.2f} "
         "bytes per token. Both languages are served."
     )
+
+
+@checker
+def check_domain_compression(fn: Callable, prediction, tokenizer, plays: str, code: str) -> str:
+    """Predict, then measure: does a BPE trained on plays compress Python code as well?
+
+    ``fn(tokenizer, text)`` returns UTF-8 bytes per token of ``text`` under ``tokenizer``.
+    ``prediction`` (a string, or a function returning it, written before measuring) is which
+    text gets *more* bytes per token: ``"plays"`` or ``"code"``. The function is checked
+    against ``len(text.encode()) / len(tokenizer.encode(text))`` on both texts; then the
+    checker says whether the guess matched the measurement.
+    """
+    if callable(prediction):
+        prediction = prediction()
+    if prediction not in {"plays", "code"}:
+        _fail(f"prediction is {prediction!r}; write 'plays' or 'code' (before you measure).")
+    measured = {}
+    for name, text in (("plays", plays), ("code", code)):
+        expected = len(text.encode("utf-8")) / len(tokenizer.encode(text))
+        got = fn(tokenizer, text)
+        if not isinstance(got, (int, float)) and not (hasattr(got, "item") and got.numel() == 1):
+            _fail(f"bytes_per_token returned {type(got).__name__}, expected one number.")
+        got = float(got)
+        if abs(got - 1 / expected) < 1e-6 * max(1.0, 1 / expected) and abs(got - expected) > 1e-6:
+            _fail(f"on the {name} you return tokens per byte ({got:.3f}), the inverse of bytes per token.",
+                  "divide the number of UTF-8 bytes by the number of tokens.")
+        if abs(got - expected) > 1e-6 * max(1.0, expected):
+            _fail(f"on the {name} bytes_per_token gives {got:.3f}, expected {expected:.3f}.",
+                  "count bytes with len(text.encode('utf-8')) (not characters), tokens with "
+                  "len(tokenizer.encode(text)).")
+        measured[name] = expected
+    winner = max(measured, key=measured.get)
+    shown = f"plays {measured['plays']:.2f}, code {measured['code']:.2f} bytes per token"
+    if prediction != winner:
+        _fail(f"you predicted '{prediction}', the measurement says '{winner}' ({shown}).",
+              "merges are learned from frequent pairs of the training text: they fit the text "
+              "they were learned on.")
+    return f"domain compression: {shown}; your prediction '{prediction}' was right."
