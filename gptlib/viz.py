@@ -11,6 +11,7 @@
 Set ``GPTLIB_STATIC=1`` to force the static form (the Makefile does so for the site build
 and the tests); ``GPTLIB_STATIC=0`` forces the live form.
 """
+
 from __future__ import annotations
 
 import base64
@@ -130,8 +131,9 @@ def _control(name: str, values: Sequence[Any]):
     values = list(values)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if numeric and len(values) > 3:
-        return w.SelectionSlider(options=values, value=values[0], description=name,
-                                 continuous_update=False)
+        return w.SelectionSlider(
+            options=values, value=values[0], description=name, continuous_update=False
+        )
     if len(values) <= 8:
         return w.ToggleButtons(options=values, value=values[0], description=name)
     return w.Dropdown(options=values, value=values[0], description=name)
@@ -145,7 +147,9 @@ def explore(render: Callable[..., Any], title: str = "", **controls: Sequence[An
     Returns the widget (live) or the HTML object (static); both display themselves.
     """
     if not controls:
-        raise ValueError("explore() needs at least one control, e.g. explore(draw, word=['a', 'b']).")
+        raise ValueError(
+            "explore() needs at least one control, e.g. explore(draw, word=['a', 'b'])."
+        )
     from IPython.display import HTML, display
 
     names = list(controls)
@@ -181,8 +185,15 @@ def explore(render: Callable[..., Any], title: str = "", **controls: Sequence[An
     return HTML(frames_html(frames, title=title))
 
 
-def plot_attention(weights, xlabels: Sequence[str], ylabels: Sequence[str] | None = None,
-                   ax=None, title: str | None = None, cmap: str = "Blues", annotate: bool = True):
+def plot_attention(
+    weights,
+    xlabels: Sequence[str],
+    ylabels: Sequence[str] | None = None,
+    ax=None,
+    title: str | None = None,
+    cmap: str = "Blues",
+    annotate: bool = True,
+):
     """Heatmap of an attention matrix: row = query (who looks), column = key (looked at)."""
     import numpy as np
 
@@ -198,8 +209,15 @@ def plot_attention(weights, xlabels: Sequence[str], ylabels: Sequence[str] | Non
     ax.set_ylabel("query (attending)")
     if annotate and w.size <= 144:
         for i, j in itertools.product(range(w.shape[0]), range(w.shape[1])):
-            ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if w[i, j] > 0.6 * w.max() else "black")
+            ax.text(
+                j,
+                i,
+                f"{w[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if w[i, j] > 0.6 * w.max() else "black",
+            )
     if title:
         ax.set_title(title)
     return ax.figure
@@ -266,7 +284,8 @@ class LiveLossPlot:
         return self.figure()
 
 
-# The book's stages: (chapters, name, year of the paper). Drawn on the landing page and in the preface.
+# The book's stages: (chapters, name, year of the paper), drawn on the landing page and in
+# the preface.
 BOOK_STAGES = [
     ("1-2", "Attention &\nTransformer", "2017"),
     ("3", "Tokens\n(BPE)", "2016"),
@@ -285,12 +304,25 @@ def chapter_map():
     stages = BOOK_STAGES
     fig, ax = plt.subplots(figsize=(12, 2.6))
     for i, (chapters, name, year) in enumerate(stages):
-        ax.add_patch(plt.Rectangle((i * 1.2, 0), 1.0, 1.0, color=plt.cm.viridis(i / len(stages)), alpha=0.85))
-        ax.text(i * 1.2 + 0.5, 0.5, name, ha="center", va="center", fontsize=7.5, color="white", weight="bold")
+        ax.add_patch(
+            plt.Rectangle((i * 1.2, 0), 1.0, 1.0, color=plt.cm.viridis(i / len(stages)), alpha=0.85)
+        )
+        ax.text(
+            i * 1.2 + 0.5,
+            0.5,
+            name,
+            ha="center",
+            va="center",
+            fontsize=7.5,
+            color="white",
+            weight="bold",
+        )
         ax.text(i * 1.2 + 0.5, 1.12, f"ch. {chapters}", ha="center", fontsize=8)
         ax.text(i * 1.2 + 0.5, -0.15, year, ha="center", fontsize=8, color="gray")
         if i:
-            ax.annotate("", xy=(i * 1.2, 0.5), xytext=(i * 1.2 - 0.2, 0.5), arrowprops=dict(arrowstyle="->"))
+            ax.annotate(
+                "", xy=(i * 1.2, 0.5), xytext=(i * 1.2 - 0.2, 0.5), arrowprops=dict(arrowstyle="->")
+            )
     ax.set_xlim(-0.1, len(stages) * 1.2)
     ax.set_ylim(-0.3, 1.3)
     ax.axis("off")

@@ -16,6 +16,7 @@ repository's files the single source of truth while a reader works in them:
   after two minutes. On save, the kernelspec of the file on disk is kept when it names the same
   kernel, and ``chapters/jupytext.toml`` drops ``jupytext_version``.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,8 +82,11 @@ def _restore_text_notebooks_with_jupytext(workspace: dict) -> dict:
     notebooks = set()
     for key, value in data.items():
         args = value.get("data") if isinstance(value, dict) else None
-        if (key.startswith("notebook:") and isinstance(args, dict)
-                and not str(args.get("path", "")).endswith(".ipynb")):
+        if (
+            key.startswith("notebook:")
+            and isinstance(args, dict)
+            and not str(args.get("path", "")).endswith(".ipynb")
+        ):
             args["factory"] = "Jupytext Notebook"
             notebooks.add(str(args.get("path")))
     dropped = {f"editor:{path}" for path in notebooks}

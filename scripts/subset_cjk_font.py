@@ -18,6 +18,7 @@ when the book uses a character the subset lacks. The source font is Debian's
 ``fonts-noto-cjk`` (``apt-get install fonts-noto-cjk``), or any NotoSansCJK-Regular.ttc/.otf
 given with --source. Needs fontTools and brotli (pip install -e '.[book]').
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,19 @@ SOURCES = ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",)
 SC_INDEX = 2  # in NotoSansCJK-Regular.ttc: JP, KR, SC, TC, HK
 COMMAND = "python scripts/subset_cjk_font.py"
 # CJK punctuation, kana, unified ideographs (and extension A), compatibility forms, full width
-CJK = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef]")
+CJK = re.compile(
+    r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef]"
+)
 
 
 def used_characters(root: Path = ROOT) -> set[str]:
     """Every CJK character in the book's sources."""
-    files = [*root.glob("chapters/*.md"), *root.glob("book/*.md"), *root.glob("book/*.yml"),
-             *root.glob("gptlib/**/*.py")]
+    files = [
+        *root.glob("chapters/*.md"),
+        *root.glob("book/*.md"),
+        *root.glob("book/*.yml"),
+        *root.glob("gptlib/**/*.py"),
+    ]
     chars: set[str] = set()
     for path in files:
         chars |= set(CJK.findall(path.read_text(encoding="utf-8")))
@@ -55,14 +62,22 @@ def font_characters(path: Path) -> set[str]:
 def missing(root: Path = ROOT) -> dict[str, set[str]]:
     """Characters the book uses that each shipped subset lacks (empty sets: all good)."""
     need = used_characters(root)
-    return {str(p.relative_to(root)): need - (font_characters(p) if p.exists() else set())
-            for p in (root / WOFF2.relative_to(ROOT), root / OTF.relative_to(ROOT))}
+    return {
+        str(p.relative_to(root)): need - (font_characters(p) if p.exists() else set())
+        for p in (root / WOFF2.relative_to(ROOT), root / OTF.relative_to(ROOT))
+    }
 
 
 def _rename(font) -> None:
     """OFL: a modified version must not use the Reserved Font Name ("Noto")."""
-    names = {1: FAMILY, 3: f"{FAMILY} subset", 4: FAMILY, 6: FAMILY.replace(" ", ""),
-             16: FAMILY, 17: "Regular"}
+    names = {
+        1: FAMILY,
+        3: f"{FAMILY} subset",
+        4: FAMILY,
+        6: FAMILY.replace(" ", ""),
+        16: FAMILY,
+        17: "Regular",
+    }
     for record in font["name"].names:
         if record.nameID in names:
             record.string = names[record.nameID]
@@ -94,7 +109,9 @@ def write_subset(source: str, chars: set[str]) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         font.flavor = flavor
         font.save(out)
-        print(f"wrote {out.relative_to(ROOT)}: {len(chars)} characters, {out.stat().st_size / 1024:.0f} KB")
+        print(
+            f"wrote {out.relative_to(ROOT)}: {len(chars)} characters, {out.stat().st_size / 1024:.0f} KB"
+        )
 
 
 def main(argv=None) -> int:
@@ -109,7 +126,9 @@ def main(argv=None) -> int:
         return 1 if lacking else 0
     source = args.source or next((s for s in SOURCES if Path(s).exists()), None)
     if source is None:
-        sys.exit("no Noto Sans CJK source font: apt-get install fonts-noto-cjk, or pass --source PATH")
+        sys.exit(
+            "no Noto Sans CJK source font: apt-get install fonts-noto-cjk, or pass --source PATH"
+        )
     write_subset(source, used_characters())
     return 0
 

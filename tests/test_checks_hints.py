@@ -1,4 +1,5 @@
 """The checker mechanism: every checker gives a hint for an unfinished answer, never a traceback."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,8 +27,12 @@ def test_a_missing_name_says_which_cell_to_run():
 def test_an_answer_given_by_name_is_looked_up_where_the_checker_is_called():
     q_good = torch.tensor([0.0, 9.0, 0.0])  # noqa: F841  (found by name, below)
     assert "on 'b'" in check_query_focus("q_good", torch.eye(3), ["a", "b", "c"], target="b")
-    globals()["_module_level_answer"] = torch.tensor([0.0, 9.0, 0.0])  # a notebook's names are globals
-    assert "on 'b'" in check_query_focus("_module_level_answer", torch.eye(3), ["a", "b", "c"], target="b")
+    globals()["_module_level_answer"] = torch.tensor(
+        [0.0, 9.0, 0.0]
+    )  # a notebook's names are globals
+    assert "on 'b'" in check_query_focus(
+        "_module_level_answer", torch.eye(3), ["a", "b", "c"], target="b"
+    )
 
 
 def test_a_stub_and_an_undefined_helper_get_hints():

@@ -1,5 +1,6 @@
 """The bundled CJK font subset covers every Chinese character the book uses, on the site and in
 figures; a chapter that adds a new character fails here with the command that fixes it."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("subset_cjk_font", ROOT / "scripts" / "subset_cjk_font.py")
+spec = importlib.util.spec_from_file_location(
+    "subset_cjk_font", ROOT / "scripts" / "subset_cjk_font.py"
+)
 subset_cjk_font = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(subset_cjk_font)
 
@@ -18,14 +21,20 @@ spec.loader.exec_module(subset_cjk_font)
 def test_the_subset_holds_every_cjk_character_the_book_uses():
     used = subset_cjk_font.used_characters()
     assert len(used) > 100, "the scan found almost no Chinese: is it reading the chapters?"
-    lacking = {path: "".join(sorted(chars)) for path, chars in subset_cjk_font.missing().items() if chars}
-    assert not lacking, (f"the bundled CJK font lacks characters the book uses: {lacking}. "
-                         f"Regenerate it: {subset_cjk_font.COMMAND} (needs apt-get install fonts-noto-cjk)")
+    lacking = {
+        path: "".join(sorted(chars)) for path, chars in subset_cjk_font.missing().items() if chars
+    }
+    assert not lacking, (
+        f"the bundled CJK font lacks characters the book uses: {lacking}. "
+        f"Regenerate it: {subset_cjk_font.COMMAND} (needs apt-get install fonts-noto-cjk)"
+    )
 
 
 def test_a_new_character_is_caught(tmp_path):
     (tmp_path / "chapters").mkdir()
-    (tmp_path / "chapters" / "99_new.md").write_text("A new term, 龘 (a character no chapter uses).")
+    (tmp_path / "chapters" / "99_new.md").write_text(
+        "A new term, 龘 (a character no chapter uses)."
+    )
     shipped = subset_cjk_font.font_characters(subset_cjk_font.OTF)
     assert "龘" not in shipped
     assert "龘" in subset_cjk_font.used_characters(tmp_path)

@@ -17,6 +17,7 @@ default: it runs in seconds) is opened by its URL and must
 
 The test stops only the process group it started. Runs in about a minute.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CHAPTER = os.environ.get("GPTLIB_LAB_CHAPTER", "00_preface.md")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REQUIRED = os.environ.get("GPTLIB_REQUIRE_BROWSER") == "1"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 STAMP = ".venv/.gptlib-installed"
 RUN_TIMEOUT_MS = 120_000
 ERROR_MIME = ("application/vnd.jupyter.stderr", "application/vnd.jupyter.error")
@@ -74,7 +82,9 @@ def _write_settings(folder: Path) -> None:
 def lab(tmp_path_factory):
     """Start `make lab` on a copy of the chapters; yield (base URL, token, served folder)."""
     if not Path(CHROMIUM).exists():
-        _unavailable("chromium is not installed (apt-get install -y chromium; `make test` does it as root)")
+        _unavailable(
+            "chromium is not installed (apt-get install -y chromium; `make test` does it as root)"
+        )
     if not (ROOT / STAMP).exists():
         _unavailable("the venv is not installed (make install)")
     tmp = tmp_path_factory.mktemp("lab")
@@ -82,17 +92,35 @@ def lab(tmp_path_factory):
     shutil.copytree(ROOT / "chapters", served, ignore=shutil.ignore_patterns("*.ipynb", ".*"))
     _write_settings(tmp / "settings")
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), GPTLIB_FAST="1",
-               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"))
+    env = dict(
+        os.environ,
+        JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
+        GPTLIB_FAST="1",
+        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+    )
     env.pop("MPLBACKEND", None)  # the kernel must use its inline backend, as for a reader
-    args = (f"--port={port} --ServerApp.port_retries=0 --no-browser --ServerApp.ip=127.0.0.1 "
-            f"--IdentityProvider.token={token} --LabApp.expose_app_in_browser=True")
+    args = (
+        f"--port={port} --ServerApp.port_retries=0 --no-browser --ServerApp.ip=127.0.0.1 "
+        f"--IdentityProvider.token={token} --LabApp.expose_app_in_browser=True"
+    )
     log = open(tmp / "server.log", "w")
     # -o STAMP: use the venv as it is (never reinstall from inside a test)
     proc = subprocess.Popen(
-        ["make", "--no-print-directory", "-o", STAMP, "lab", f"LAB_DIR={served}", f"LAB_ARGS={args}"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            "make",
+            "--no-print-directory",
+            "-o",
+            STAMP,
+            "lab",
+            f"LAB_DIR={served}",
+            f"LAB_ARGS={args}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -104,7 +132,9 @@ def lab(tmp_path_factory):
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.flush()
-                    pytest.fail("`make lab` did not start:\n" + (tmp / "server.log").read_text()[-4000:])
+                    pytest.fail(
+                        "`make lab` did not start:\n" + (tmp / "server.log").read_text()[-4000:]
+                    )
                 time.sleep(0.5)
         yield base, token, served
     finally:
@@ -162,7 +192,10 @@ def _run_all_and_wait(page) -> None:
             return s && s.isReady && s.session && s.session.kernel
                 && s.session.kernel.connectionStatus === 'connected'
                 && s.session.kernel.status === 'idle';
-        }""", timeout=60_000, polling=250)
+        }""",
+        timeout=60_000,
+        polling=250,
+    )
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     # Done when the kernel is idle and every code cell has an execution count.
     try:
@@ -186,13 +219,15 @@ def _wait_until_run(page) -> None:
             return kernel && kernel.status === 'idle'
                 && (failed || cells.every(c => c.executionCount !== null));
         }""",
-        timeout=RUN_TIMEOUT_MS, polling=500,
+        timeout=RUN_TIMEOUT_MS,
+        polling=500,
     )
 
 
 def _error_outputs(page) -> list[str]:
-    selector = ", ".join(f".jp-NotebookPanel:visible .jp-OutputArea-output[data-mime-type='{m}']"
-                         for m in ERROR_MIME)
+    selector = ", ".join(
+        f".jp-NotebookPanel:visible .jp-OutputArea-output[data-mime-type='{m}']" for m in ERROR_MIME
+    )
     broken = ".jp-NotebookPanel:visible .jupyter-widgets"
     found = page.locator(selector).all_inner_texts()
     found += [t for t in page.locator(broken).all_inner_texts() if "Error displaying widget" in t]
@@ -204,20 +239,27 @@ def _explorable_image(page):
 
 
 def _open_chapter(page, factory: str = "Jupytext Notebook") -> None:
-    page.evaluate(f"async () => {{ await window.jupyterapp.commands.execute('docmanager:open', "
-                  f"{{path: '{CHAPTER}', factory: '{factory}'}}); }}")
+    page.evaluate(
+        f"async () => {{ await window.jupyterapp.commands.execute('docmanager:open', "
+        f"{{path: '{CHAPTER}', factory: '{factory}'}}); }}"
+    )
 
 
 def test_chapter_opens_as_a_notebook_and_runs(lab, page):
     base, token, served = lab
     source = (served / CHAPTER).read_text()
-    solutions = sum("solution" in c.metadata.get("tags", []) for c in jupytext.read(served / CHAPTER).cells)
+    solutions = sum(
+        "solution" in c.metadata.get("tags", []) for c in jupytext.read(served / CHAPTER).cells
+    )
 
     page.goto(f"{base}/lab/tree/{CHAPTER}?token={token}")
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
-    assert page.locator(".jp-FileEditor:visible").count() == 0, "the chapter opened in the text editor"
-    page.wait_for_function("() => document.querySelectorAll('.jp-NotebookPanel .jp-Cell').length > 5",
-                           timeout=30_000)
+    assert page.locator(".jp-FileEditor:visible").count() == 0, (
+        "the chapter opened in the text editor"
+    )
+    page.wait_for_function(
+        "() => document.querySelectorAll('.jp-NotebookPanel .jp-Cell').length > 5", timeout=30_000
+    )
 
     # MyST rendered by jupyterlab-myst: no raw roles or directive fences in the markdown cells
     text = _notebook_text(page)
@@ -234,8 +276,10 @@ def test_chapter_opens_as_a_notebook_and_runs(lab, page):
     image = _explorable_image(page)
     image.wait_for(timeout=30_000)
     before = image.get_attribute("src")
-    control = page.locator(".jp-NotebookPanel:visible .jupyter-widgets "
-                           ".widget-toggle-button, .jp-NotebookPanel:visible .jupyter-widgets .noUi-target")
+    control = page.locator(
+        ".jp-NotebookPanel:visible .jupyter-widgets "
+        ".widget-toggle-button, .jp-NotebookPanel:visible .jupyter-widgets .noUi-target"
+    )
     target = control.last  # a toggle button, or the right end of a slider's track
     box = target.bounding_box()
     target.click(position={"x": box["width"] - 3, "y": box["height"] / 2})
@@ -244,7 +288,10 @@ def test_chapter_opens_as_a_notebook_and_runs(lab, page):
             const img = [...document.querySelectorAll('.jp-NotebookPanel .jupyter-widgets .widget-output img')]
                 .find(i => i.offsetParent !== null);
             return img && img.src !== before;
-        }""", arg=[before], timeout=30_000)
+        }""",
+        arg=[before],
+        timeout=30_000,
+    )
     assert "Error displaying widget" not in _notebook_text(page)
 
     # saved by JupyterLab: the file on disk must stay byte for byte the chapter
@@ -264,7 +311,9 @@ def test_widgets_render_after_reopening_with_the_kernel_running(lab, page):
     page.wait_for_selector(".jp-FileEditor", timeout=30_000)
     _open_chapter(page)  # back to the notebook tab
     page.wait_for_selector(".jp-NotebookPanel:visible", timeout=30_000)
-    kernel = page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.id")
+    kernel = page.evaluate(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.id"
+    )
     page.evaluate("async () => { await window.jupyterapp.commands.execute('application:close'); }")
     page.wait_for_timeout(1000)
     # lab/overrides.json: closing a chapter shuts its kernel down, so that a reopened chapter
@@ -275,7 +324,11 @@ def test_widgets_render_after_reopening_with_the_kernel_running(lab, page):
             const reply = await fetch(settings.baseUrl + 'api/kernels',
                                       {headers: {Authorization: 'token ' + settings.token}});
             return !(await reply.json()).some(k => k.id === kernel);
-        }""", arg=kernel, timeout=15_000, polling=500)
+        }""",
+        arg=kernel,
+        timeout=15_000,
+        polling=500,
+    )
     _open_chapter(page)
     page.wait_for_selector(".jp-NotebookPanel:visible .jp-Cell", timeout=60_000)
     _run_all_and_wait(page)
