@@ -8,7 +8,9 @@
 - :mod:`gptlib.rlhf.rollout`: sampling responses, scoring their tokens, KL to the reference;
 - :mod:`gptlib.rlhf.ppo`: the policy with its critic and the PPO trainer (per-token KL penalty
   to the frozen SFT model, adaptive KL controller, PPO-ptx);
-- :mod:`gptlib.rlhf.dpo`: direct preference optimisation on the same preference data.
+- :mod:`gptlib.rlhf.dpo`: direct preference optimisation on the same preference data;
+- :mod:`gptlib.rlhf.evaluation`: policies compared on held-out prompts (bootstrap, win rates);
+- :mod:`gptlib.rlhf.tamer`: TAMER, learning from a trainer's +1/-1 on a gridworld.
 
 The trained models are assets (``gptlib.assets.load("rlhf/sft")``, ``rlhf/base``,
 ``rlhf/reward``, ``rlhf/ppo``, ``rlhf/dpo``), made by the recipes ``gptlib.recipes.rlhf``
