@@ -1,13 +1,12 @@
-"""gptlib.fim, gptlib.toycode, gptlib.edit: the FIM transform, the corpus, measuring infills, edits."""
+"""gptlib.fim, gptlib.toycode, gptlib.edit: the FIM transform, the corpus, infills, edits."""
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 
 import pytest
 import torch
-
-import math
 
 from gptlib import edit, fim, toycode
 from gptlib.fim import EOT, MID, PRE, SUF
