@@ -129,3 +129,13 @@ def test_every_top_level_module_is_reachable_as_an_attribute():
         assert getattr(gptlib, name).__name__ == f"gptlib.{name}"
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         gptlib.nonexistent  # noqa: B018
+
+
+def test_api_page_lists_every_module():
+    import subprocess
+    import sys
+
+    root = PACKAGE.parent
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "make_api_page.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
