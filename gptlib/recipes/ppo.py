@@ -201,7 +201,8 @@ def run(ctx: RecipeContext) -> None:
     S = _Setup(s, source)
     rlhf_settings = assets.load("rlhf/reward", root=source).meta["settings"]
     if s["dpo_prompts"]:
-        rlhf_settings["reward"].update(n_prompts=s["dpo_prompts"], val_prompts=2)
+        rlhf_settings["reward"].update(n_prompts=s["dpo_prompts"], val_prompts=2,
+                                       max_new_tokens=s["max_new_tokens"])
     train_c, _ = rm_comparisons(rlhf_settings, S.world, S.sft, S.tok)  # what the RM learned from
     tasks = _tasks(s)
     args = [(t, s, source, train_c) for t in tasks]
