@@ -14,6 +14,7 @@ the accumulator, add a given docstring, change the returned expression, wrap top
 statements into a named function. Every edit is mostly *copying* (the whole input with one
 change), so a model that cannot copy from a hundred characters back scores 0 exact match.
 """
+
 from __future__ import annotations
 
 import random
@@ -24,8 +25,17 @@ from typing import Sequence
 from gptlib.fim import EOT, _generate_text
 from gptlib.toycode import NAMES, CodeTask, function_corpus
 
-__all__ = ["EDIT_KINDS", "EditExample", "make_edit", "edit_dataset", "edit_prompt", "edit_text",
-           "apply_edit", "edit_applied", "evaluate_edits"]
+__all__ = [
+    "EDIT_KINDS",
+    "EditExample",
+    "make_edit",
+    "edit_dataset",
+    "edit_prompt",
+    "edit_text",
+    "apply_edit",
+    "edit_applied",
+    "evaluate_edits",
+]
 
 EDIT_KINDS = ("rename", "docstring", "return", "wrap")
 
@@ -62,8 +72,14 @@ def make_edit(task: CodeTask, kind: str, rng: random.Random) -> EditExample:
         return EditExample(kind, code, f"add the docstring {doc}", task.source)
     if kind == "return":
         acc = task.acc
-        expr = rng.choice([f"{acc} * {rng.randint(2, 9)}", f"{acc} + {rng.randint(1, 9)}",
-                           f"-{acc}", f"len({acc})" if "[]" in code else f"abs({acc})"])
+        expr = rng.choice(
+            [
+                f"{acc} * {rng.randint(2, 9)}",
+                f"{acc} + {rng.randint(1, 9)}",
+                f"-{acc}",
+                f"len({acc})" if "[]" in code else f"abs({acc})",
+            ]
+        )
         lines = code.splitlines(keepends=True)
         after = "".join(lines[:-1]) + f"    return {expr}\n"
         return EditExample(kind, code, f"return {expr} instead", after)
@@ -75,8 +91,9 @@ def make_edit(task: CodeTask, kind: str, rng: random.Random) -> EditExample:
     raise ValueError(f"unknown edit kind {kind!r}; choose from {EDIT_KINDS}.")
 
 
-def edit_dataset(n: int, seed: int = 0,
-                 exclude: Sequence[str] | set[str] = ()) -> list[EditExample]:
+def edit_dataset(
+    n: int, seed: int = 0, exclude: Sequence[str] | set[str] = ()
+) -> list[EditExample]:
     """``n`` edits, kinds in turn, on distinct functions drawn with ``seed`` (minus ``exclude``)."""
     tasks = function_corpus(n, seed, exclude)
     rng = random.Random(seed + 1)
@@ -86,8 +103,9 @@ def edit_dataset(n: int, seed: int = 0,
 def edit_prompt(before: str, instruction: str) -> str:
     """``code`` then ``# instruction: ...``: the model writes the edited code after it."""
     if "\n" in instruction:
-        raise ValueError("the instruction must be one line "
-                         "(it becomes a '# instruction:' comment).")
+        raise ValueError(
+            "the instruction must be one line (it becomes a '# instruction:' comment)."
+        )
     return before + "# instruction: " + instruction + "\n"
 
 
@@ -98,9 +116,17 @@ def edit_text(example: EditExample) -> str:
 
 def apply_edit(model, tokenizer, before: str, instruction: str, max_new_tokens: int = 200) -> str:
     """Ask an edit-trained model for the edited code (greedy, until ``<EOT>``)."""
-    text, _ = _generate_text(model, tokenizer, EOT + edit_prompt(before, instruction),
-                             max_new_tokens, EOT, greedy=True, temperature=1.0, top_p=None,
-                             generator=None)
+    text, _ = _generate_text(
+        model,
+        tokenizer,
+        EOT + edit_prompt(before, instruction),
+        max_new_tokens,
+        EOT,
+        greedy=True,
+        temperature=1.0,
+        top_p=None,
+        generator=None,
+    )
     return text
 
 
@@ -126,8 +152,9 @@ def edit_applied(example: EditExample, output: str) -> bool:
     return True
 
 
-def evaluate_edits(model, tokenizer, examples: Sequence[EditExample],
-                   outputs: list[str] | None = None) -> dict[str, float]:
+def evaluate_edits(
+    model, tokenizer, examples: Sequence[EditExample], outputs: list[str] | None = None
+) -> dict[str, float]:
     """Exact match of :func:`apply_edit` per edit kind (and ``"all"``).
 
     Pass a list as ``outputs`` to receive the model's edited code, one entry per example
@@ -135,8 +162,9 @@ def evaluate_edits(model, tokenizer, examples: Sequence[EditExample],
     """
     hits: dict[str, list[bool]] = {}
     for ex in examples:
-        out = apply_edit(model, tokenizer, ex.before, ex.instruction,
-                         max_new_tokens=len(ex.after) + 40)
+        out = apply_edit(
+            model, tokenizer, ex.before, ex.instruction, max_new_tokens=len(ex.after) + 40
+        )
         hits.setdefault(ex.kind, []).append(out == ex.after)
         if outputs is not None:
             outputs.append(out)

@@ -22,9 +22,10 @@ Unicode private-use area (U+E000..U+E003), which never occur in source code, as 
 tokens <PRE>, <SUF>, <MID> and <EOT>. :func:`fim_tokenizer` builds a CharTokenizer over
 printable ASCII plus those four; :func:`show` prints them by name.
 
-What chapter 9 measures with (the corpus of functions is :mod:`gptlib.toycode`, editing by
-instruction :mod:`gptlib.edit`, the recipe that trains the shipped models
-``gptlib/recipes/fim.py``):
+The transform itself (sentinels, PSM/SPM, the training stream) is :mod:`gptlib.fimtext`,
+re-exported here. What chapter 9 measures with (the corpus of functions is
+:mod:`gptlib.toycode`, editing by instruction :mod:`gptlib.edit`, the recipe that trains the
+shipped models ``gptlib/recipes/fim.py``):
 
 * :func:`middle_nll`: the negative log-likelihood of a hole's true middle, given prefix and
   suffix (FIM) or the prefix alone (left to right); :func:`compare_infilling` measures it
@@ -35,156 +36,63 @@ instruction :mod:`gptlib.edit`, the recipe that trains the shipped models
   that makes the whole file most likely);
 * :func:`left_to_right_loss`: the ordinary next-token loss on plain documents (FIM-for-free).
 """
+
 from __future__ import annotations
 
 import math
 import random
-import string
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
-from gptlib.tokenizer import CharTokenizer
+from gptlib.fimtext import (
+    EOT,
+    MID,
+    PRE,
+    SENTINELS,
+    SUF,
+    apply_fim,
+    build_stream,
+    fim_prompt,
+    fim_tokenizer,
+    fim_transform,
+    psm,
+    show,
+    split_document,
+    spm,
+    undo_fim,
+)
 from gptlib.toycode import Hole, function_corpus, make_hole
 
 __all__ = [
-    "PRE", "SUF", "MID", "EOT", "SENTINELS", "show", "fim_tokenizer",
-    "split_document", "psm", "spm", "fim_transform", "apply_fim", "undo_fim", "fim_prompt",
-    "build_stream", "infill", "complete_lines", "sample_middles", "middle_nll", "held_out_tasks",
-    "compare_infilling", "pass_rate", "best_of_m", "BestOfM", "left_to_right_loss",
+    "PRE",
+    "SUF",
+    "MID",
+    "EOT",
+    "SENTINELS",
+    "show",
+    "fim_tokenizer",
+    "split_document",
+    "psm",
+    "spm",
+    "fim_transform",
+    "apply_fim",
+    "undo_fim",
+    "fim_prompt",
+    "build_stream",
+    "infill",
+    "complete_lines",
+    "sample_middles",
+    "middle_nll",
+    "held_out_tasks",
+    "compare_infilling",
+    "pass_rate",
+    "best_of_m",
+    "BestOfM",
+    "left_to_right_loss",
 ]
-
-PRE, SUF, MID, EOT = "\ue000", "\ue001", "\ue002", "\ue003"
-SENTINELS = (PRE, SUF, MID, EOT)
-_NAMES = {PRE: "<PRE>", SUF: "<SUF>", MID: "<MID>", EOT: "<EOT>"}
-
-
-def show(text: str) -> str:
-    """``text`` with the sentinel characters written as ``<PRE>``, ``<SUF>``, ``<MID>``,
-    ``<EOT>``."""
-    for ch, name in _NAMES.items():
-        text = text.replace(ch, name)
-    return text
-
-
-def fim_tokenizer() -> CharTokenizer:
-    """A character tokenizer for code: newline, printable ASCII, then the four sentinels.
-
-    Fixed (not built from a corpus), so every model of the chapter shares it; ids of the
-    sentinels are the last four.
-    """
-    printable = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
-    return CharTokenizer(printable + list(SENTINELS))
-
-
-def _check_no_sentinels(text: str, what: str) -> None:
-    for ch in SENTINELS:
-        if ch in text:
-            raise ValueError(f"{what} already contains the sentinel {_NAMES[ch]} "
-                             f"(U+{ord(ch):04X}); "
-                             "FIM sentinels are reserved: remove them from the text first.")
-
-
-# --------------------------------------------------------------------------------------
-# The transform
-# --------------------------------------------------------------------------------------
-
-
-def split_document(doc: str, rng: random.Random, unit: str = "char") -> tuple[str, str, str]:
-    """Cut ``doc`` at two random positions: ``(prefix, middle, suffix)``.
-
-    ``unit="char"``: both cut points are drawn uniformly from ``0..len(doc)`` and sorted, so
-    any part may be empty and a cut may fall inside a line, as in Bavarian et al. (2022), who
-    split at the character level, before tokenization. ``unit="line"``: the cut points are
-    drawn among the starts of lines (and the end), so every part is made of whole lines.
-    """
-    if unit == "char":
-        points = range(len(doc) + 1)
-    elif unit == "line":
-        starts = [k + 1 for k, ch in enumerate(doc) if ch == "\n" and k + 1 < len(doc)]
-        points = [0] + starts + [len(doc)]
-    else:
-        raise ValueError(f"unit must be 'char' or 'line', got {unit!r}.")
-    i, j = sorted((rng.choice(points), rng.choice(points)))
-    return doc[:i], doc[i:j], doc[j:]
-
-
-def psm(prefix: str, middle: str, suffix: str) -> str:
-    """Prefix-suffix-middle order: ``<PRE>prefix<SUF>suffix<MID>middle<EOT>``."""
-    return PRE + prefix + SUF + suffix + MID + middle + EOT
-
-
-def spm(prefix: str, middle: str, suffix: str) -> str:
-    """Suffix-prefix-middle order: ``<PRE><SUF>suffix<MID>prefix middle<EOT>``.
-
-    Prefix and middle stay adjacent, so the middle continues the prefix exactly as in plain text.
-    """
-    return PRE + SUF + suffix + MID + prefix + middle + EOT
-
-
-def fim_transform(doc: str, rng: random.Random, mode: str = "psm", unit: str = "char") -> str:
-    """Split ``doc`` at two random points (``unit``: see :func:`split_document`) and rearrange
-    it (``mode`` ``"psm"`` or ``"spm"``)."""
-    if mode not in ("psm", "spm"):
-        raise ValueError(f"mode must be 'psm' or 'spm', got {mode!r}.")
-    _check_no_sentinels(doc, "the document")
-    prefix, middle, suffix = split_document(doc, rng, unit)
-    return (psm if mode == "psm" else spm)(prefix, middle, suffix)
-
-
-def apply_fim(docs: Sequence[str], rate: float, seed: int = 0, spm_rate: float = 0.0,
-              unit: str = "char") -> list[str]:
-    """The training-data transform: each document, with probability ``rate``, in FIM form.
-
-    Documents left alone become ``doc + <EOT>`` (ordinary left-to-right text ending in the
-    end-of-text token); transformed ones are PSM, or SPM with probability ``spm_rate``.
-    ``unit`` says where documents may be cut (:func:`split_document`). The same ``seed``
-    gives the same output.
-    """
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"the FIM rate must be in [0, 1], got {rate}.")
-    if not 0.0 <= spm_rate <= 1.0:
-        raise ValueError(f"spm_rate must be in [0, 1], got {spm_rate}.")
-    rng = random.Random(seed)
-    out = []
-    for doc in docs:
-        _check_no_sentinels(doc, "a document")
-        if rng.random() < rate:
-            out.append(fim_transform(doc, rng, "spm" if rng.random() < spm_rate else "psm", unit))
-        else:
-            out.append(doc + EOT)
-    return out
-
-
-def undo_fim(text: str) -> str:
-    """Recover the original document from ``apply_fim``'s output (plain, PSM or SPM)."""
-    if not text.endswith(EOT):
-        raise ValueError("not a FIM training document: it must end with <EOT>.")
-    body = text[:-1]
-    if not body.startswith(PRE):
-        return body
-    if body.startswith(PRE + SUF):  # SPM: <PRE><SUF>suffix<MID>prefix+middle
-        suffix, _, prefix_middle = body[2:].partition(MID)
-        return prefix_middle + suffix
-    prefix, _, rest = body[1:].partition(SUF)  # PSM: <PRE>prefix<SUF>suffix<MID>middle
-    suffix, _, middle = rest.partition(MID)
-    return prefix + middle + suffix
-
-
-def fim_prompt(prefix: str, suffix: str, mode: str = "psm") -> str:
-    """The infilling prompt: what the model reads before it writes the middle.
-
-    PSM: ``<PRE>prefix<SUF>suffix<MID>``; SPM: ``<PRE><SUF>suffix<MID>prefix``.
-    """
-    _check_no_sentinels(prefix + suffix, "the prefix or suffix")
-    if mode == "psm":
-        return PRE + prefix + SUF + suffix + MID
-    if mode == "spm":
-        return PRE + SUF + suffix + MID + prefix
-    raise ValueError(f"mode must be 'psm' or 'spm', got {mode!r}.")
-
 
 # --------------------------------------------------------------------------------------
 # Inference: infill, and the left-to-right baseline
@@ -195,30 +103,56 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _generate_text(model, tokenizer, prompt: str, max_new_tokens: int, eos: str, *,
-                   greedy: bool, temperature: float, top_p: float | None,
-                   generator: torch.Generator | None) -> tuple[str, bool]:
+def _generate_text(
+    model,
+    tokenizer,
+    prompt: str,
+    max_new_tokens: int,
+    eos: str,
+    *,
+    greedy: bool,
+    temperature: float,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> tuple[str, bool]:
     """Generate after ``prompt`` until the character ``eos`` (returned text excludes it)."""
     from gptlib.sampling import generate
 
     ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=_model_device(model))
     block = model.config.block_size
     if ids.shape[1] >= block:
-        ids = ids[:, -(block - 1):]  # keep the end of the prompt (the part next to the hole)
+        ids = ids[:, -(block - 1) :]  # keep the end of the prompt (the part next to the hole)
     eos_id = tokenizer.encode(eos)[0]
-    out = generate(model, ids, max_new_tokens, greedy=greedy, temperature=temperature, top_p=top_p,
-                   eos_token=eos_id, generator=generator)
-    new = out[0, ids.shape[1]:].tolist()
+    out = generate(
+        model,
+        ids,
+        max_new_tokens,
+        greedy=greedy,
+        temperature=temperature,
+        top_p=top_p,
+        eos_token=eos_id,
+        generator=generator,
+    )
+    new = out[0, ids.shape[1] :].tolist()
     finished = bool(new) and new[-1] == eos_id
     if finished:
         new = new[:-1]
     return tokenizer.decode(new), finished
 
 
-def infill(model: torch.nn.Module, tokenizer, prefix: str, suffix: str,
-           max_new_tokens: int = 160, *, mode: str = "psm", greedy: bool = True,
-           temperature: float = 1.0, top_p: float | None = None,
-           generator: torch.Generator | None = None) -> str:
+def infill(
+    model: torch.nn.Module,
+    tokenizer,
+    prefix: str,
+    suffix: str,
+    max_new_tokens: int = 160,
+    *,
+    mode: str = "psm",
+    greedy: bool = True,
+    temperature: float = 1.0,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> str:
     """Fill the hole between ``prefix`` and ``suffix`` with a FIM-trained model.
 
     The prompt is ``<EOT>`` (a document boundary, as between training documents) followed by
@@ -226,16 +160,32 @@ def infill(model: torch.nn.Module, tokenizer, prefix: str, suffix: str,
     middle (without the sentinel). A model never trained on FIM has no idea what the
     sentinels mean, and returns noise.
     """
-    text, _ = _generate_text(model, tokenizer, EOT + fim_prompt(prefix, suffix, mode),
-                             max_new_tokens, EOT, greedy=greedy, temperature=temperature,
-                             top_p=top_p, generator=generator)
+    text, _ = _generate_text(
+        model,
+        tokenizer,
+        EOT + fim_prompt(prefix, suffix, mode),
+        max_new_tokens,
+        EOT,
+        greedy=greedy,
+        temperature=temperature,
+        top_p=top_p,
+        generator=generator,
+    )
     return text
 
 
-def complete_lines(model: torch.nn.Module, tokenizer, prefix: str, n_lines: int,
-                   max_new_tokens: int = 160, *,
-                   greedy: bool = True, temperature: float = 1.0, top_p: float | None = None,
-                   generator: torch.Generator | None = None) -> str:
+def complete_lines(
+    model: torch.nn.Module,
+    tokenizer,
+    prefix: str,
+    n_lines: int,
+    max_new_tokens: int = 160,
+    *,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> str:
     """The left-to-right baseline: continue ``prefix`` for ``n_lines`` lines, blind to the suffix.
 
     A left-to-right model cannot know where the hole ends, so we give it the number of lines
@@ -248,27 +198,21 @@ def complete_lines(model: torch.nn.Module, tokenizer, prefix: str, n_lines: int,
         budget = max_new_tokens - len(text)
         if budget <= 0:
             break
-        line, finished = _generate_text(model, tokenizer, EOT + prefix + text, budget, "\n",
-                                        greedy=greedy,
-                                        temperature=temperature, top_p=top_p, generator=generator)
+        line, finished = _generate_text(
+            model,
+            tokenizer,
+            EOT + prefix + text,
+            budget,
+            "\n",
+            greedy=greedy,
+            temperature=temperature,
+            top_p=top_p,
+            generator=generator,
+        )
         text += line.replace(EOT, "") + "\n"
         if not finished:
             break
     return text
-
-
-def build_stream(docs: Sequence[str], tokenizer, rate: float, epochs: int = 1, seed: int = 0,
-                 unit: str = "char", spm_rate: float = 0.0) -> torch.Tensor:
-    """Token ids of ``epochs`` passes over ``docs``, each pass FIM-transformed afresh at ``rate``.
-
-    Every document starts after an ``<EOT>`` (also the first), as at inference. With
-    ``rate=0`` this is the plain left-to-right stream.
-    """
-    passes = ("".join(apply_fim(docs, rate, seed=seed + e, spm_rate=spm_rate, unit=unit))
-              for e in range(epochs))
-    text = EOT + "".join(passes)
-    dtype = torch.uint8 if tokenizer.vocab_size <= 256 else torch.long
-    return torch.tensor(tokenizer.encode(text), dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------
@@ -284,8 +228,9 @@ def _context(hole: Hole, how: str, mode: str) -> str:
     raise ValueError(f"how must be 'fim' (prefix and suffix) or 'l2r' (prefix only), got {how!r}.")
 
 
-def middle_nll(model: torch.nn.Module, tokenizer, holes: Sequence[Hole], how: str,
-               mode: str = "psm") -> torch.Tensor:
+def middle_nll(
+    model: torch.nn.Module, tokenizer, holes: Sequence[Hole], how: str, mode: str = "psm"
+) -> torch.Tensor:
     """Negative log-likelihood (nats) of each hole's true middle, summed over its tokens.
 
     ``how="fim"``: the model reads the FIM prompt (prefix and suffix, order ``mode``) and
@@ -305,8 +250,9 @@ def middle_nll(model: torch.nn.Module, tokenizer, holes: Sequence[Hole], how: st
         ctx = tokenizer.encode(_context(hole, how, mode))
         keep = limit + 1 - len(mid)
         if keep < 1:
-            raise ValueError(f"a middle of {len(mid)} tokens does not fit the model's "
-                             f"context of {limit}.")
+            raise ValueError(
+                f"a middle of {len(mid)} tokens does not fit the model's context of {limit}."
+            )
         prefixes.append(ctx[-keep:])
         middles.append(mid)
     return -continuation_logprobs(model, prefixes, middles, reduce="sum")
@@ -329,10 +275,17 @@ def _mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def compare_infilling(n: int = 200, seed: int = 1, *, kind: str = "bind", mode: str = "spm",
-                      models: dict[str, Any] | None = None, tokenizer=None,
-                      device: str | torch.device | None = None,
-                      train_n: int | None = None) -> dict[str, Any]:
+def compare_infilling(
+    n: int = 200,
+    seed: int = 1,
+    *,
+    kind: str = "bind",
+    mode: str = "spm",
+    models: dict[str, Any] | None = None,
+    tokenizer=None,
+    device: str | torch.device | None = None,
+    train_n: int | None = None,
+) -> dict[str, Any]:
     """Middle NLL of the FIM model (prefix and suffix) against the L2R model (prefix only).
 
     On ``n`` fresh functions (generator ``seed``, excluding the training functions), cut a
@@ -359,19 +312,40 @@ def compare_infilling(n: int = 200, seed: int = 1, *, kind: str = "bind", mode: 
         raise ValueError("pass train_n= (how many training functions to exclude) with models=.")
     rng = random.Random(seed)
     holes = [make_hole(t, kind, rng) for t in held_out_tasks(n, seed, train_n)]
-    nll = {"fim": middle_nll(models["fim"], tokenizer, holes, "fim", mode).tolist(),
-           "l2r": middle_nll(models["l2r"], tokenizer, holes, "l2r").tolist()}
+    nll = {
+        "fim": middle_nll(models["fim"], tokenizer, holes, "fim", mode).tolist(),
+        "l2r": middle_nll(models["l2r"], tokenizer, holes, "l2r").tolist(),
+    }
     gap, lo, hi = _mean_ci([b - a for a, b in zip(nll["fim"], nll["l2r"])])
     chars = sum(len(h.middle) for h in holes) / n
-    return {"fim": sum(nll["fim"]) / n, "l2r": sum(nll["l2r"]) / n, "gap": gap,
-            "gap_ci95": (lo, hi), "n": n, "seed": seed, "kind": kind, "mode": mode,
-            "chars_per_middle": chars, "per_middle": nll}
+    return {
+        "fim": sum(nll["fim"]) / n,
+        "l2r": sum(nll["l2r"]) / n,
+        "gap": gap,
+        "gap_ci95": (lo, hi),
+        "n": n,
+        "seed": seed,
+        "kind": kind,
+        "mode": mode,
+        "chars_per_middle": chars,
+        "per_middle": nll,
+    }
 
 
-def pass_rate(model: torch.nn.Module, tokenizer, tasks, how: str, *, kind: str = "bind",
-              mode: str = "psm", seed: int = 0, greedy: bool = True, temperature: float = 1.0,
-              execute_many: Callable[[list[str]], list[Any]] | None = None,
-              fills: list[str] | None = None) -> float:
+def pass_rate(
+    model: torch.nn.Module,
+    tokenizer,
+    tasks,
+    how: str,
+    *,
+    kind: str = "bind",
+    mode: str = "psm",
+    seed: int = 0,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    execute_many: Callable[[list[str]], list[Any]] | None = None,
+    fills: list[str] | None = None,
+) -> float:
     """Share of ``tasks`` whose function, with the model's fill in a ``kind`` hole, passes.
 
     ``how="fim"`` fills with :func:`infill`; ``"l2r"`` with :func:`complete_lines` (told the
@@ -391,12 +365,28 @@ def pass_rate(model: torch.nn.Module, tokenizer, tasks, how: str, *, kind: str =
     for task in tasks:
         hole = make_hole(task, kind, rng)
         if how == "fim":
-            fill = infill(model, tokenizer, hole.prefix, hole.suffix, 4 * len(hole.middle) + 20,
-                          mode=mode, greedy=greedy, temperature=temperature, generator=gen)
+            fill = infill(
+                model,
+                tokenizer,
+                hole.prefix,
+                hole.suffix,
+                4 * len(hole.middle) + 20,
+                mode=mode,
+                greedy=greedy,
+                temperature=temperature,
+                generator=gen,
+            )
         elif how == "l2r":
-            fill = complete_lines(model, tokenizer, hole.prefix, hole.n_lines,
-                                  4 * len(hole.middle) + 20, greedy=greedy,
-                                  temperature=temperature, generator=gen)
+            fill = complete_lines(
+                model,
+                tokenizer,
+                hole.prefix,
+                hole.n_lines,
+                4 * len(hole.middle) + 20,
+                greedy=greedy,
+                temperature=temperature,
+                generator=gen,
+            )
         else:
             raise ValueError(f"how must be 'fim' or 'l2r', got {how!r}.")
         if fills is not None:
@@ -412,33 +402,48 @@ class BestOfM:
 
     fill: str
     candidates: list[str]
-    scores: list[float]         # log p(middle + suffix | prefix) of each candidate, nats
-    generated_tokens: int       # tokens sampled (m candidates)
-    scored_tokens: int          # tokens read to score them (middle + suffix, m times)
+    scores: list[float]  # log p(middle + suffix | prefix) of each candidate, nats
+    generated_tokens: int  # tokens sampled (m candidates)
+    scored_tokens: int  # tokens read to score them (middle + suffix, m times)
     seconds: float
 
 
-def sample_middles(model: torch.nn.Module, tokenizer, prefix: str, n_lines: int, m: int, *,
-                   max_new_tokens: int = 60, temperature: float = 1.0,
-                   generator: torch.Generator | None = None) -> list[str]:
+def sample_middles(
+    model: torch.nn.Module,
+    tokenizer,
+    prefix: str,
+    n_lines: int,
+    m: int,
+    *,
+    max_new_tokens: int = 60,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[str]:
     """``m`` left-to-right samples of the ``n_lines`` lines after ``prefix`` (one batch)."""
     from gptlib.sampling import generate
 
     device = next(model.parameters()).device
-    ids = tokenizer.encode(EOT + prefix)[-(model.config.block_size - max_new_tokens):]
+    ids = tokenizer.encode(EOT + prefix)[-(model.config.block_size - max_new_tokens) :]
     x = torch.tensor([ids] * m, dtype=torch.long, device=device)
     with torch.no_grad():
         out = generate(model, x, max_new_tokens, temperature=temperature, generator=generator)
     middles = []
-    for row in out[:, len(ids):].tolist():
+    for row in out[:, len(ids) :].tolist():
         text = tokenizer.decode(row).split(EOT)[0]
         lines = text.split("\n")
         middles.append("\n".join(lines[:n_lines]) + "\n" if len(lines) > n_lines else text)
     return middles
 
 
-def best_of_m(model: torch.nn.Module, tokenizer, hole: Hole, m: int, *, seed: int = 0,
-              temperature: float = 1.0) -> BestOfM:
+def best_of_m(
+    model: torch.nn.Module,
+    tokenizer,
+    hole: Hole,
+    m: int,
+    *,
+    seed: int = 0,
+    temperature: float = 1.0,
+) -> BestOfM:
     """The best a left-to-right model can do with the suffix: sample ``m``, keep the likeliest file.
 
     Draw ``m`` middles from ``p(middle | prefix)``, score each whole file
@@ -454,20 +459,33 @@ def best_of_m(model: torch.nn.Module, tokenizer, hole: Hole, m: int, *, seed: in
         raise ValueError(f"m must be >= 1, got {m}.")
     start = time.perf_counter()
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    cands = sample_middles(model, tokenizer, hole.prefix, hole.n_lines, m,
-                           max_new_tokens=max(20, 3 * len(hole.middle)),
-                           temperature=temperature, generator=gen)
+    cands = sample_middles(
+        model,
+        tokenizer,
+        hole.prefix,
+        hole.n_lines,
+        m,
+        max_new_tokens=max(20, 3 * len(hole.middle)),
+        temperature=temperature,
+        generator=gen,
+    )
     prefix_ids = tokenizer.encode(EOT + hole.prefix)
     block = model.config.block_size
     longest = max(len(tokenizer.encode(c)) for c in cands)
     # the suffix's end goes first if the window is too short (the same part for every candidate)
-    suffix = tokenizer.decode(tokenizer.encode(hole.suffix)[:max(0, block - 1 - longest)])
+    suffix = tokenizer.decode(tokenizer.encode(hole.suffix)[: max(0, block - 1 - longest)])
     conts = [tokenizer.encode(c + suffix) for c in cands]
     keep = block + 1 - max(len(c) for c in conts)
     scores = continuation_logprobs(model, [prefix_ids[-keep:]] * m, conts).tolist()
     best = max(range(m), key=lambda i: scores[i])
-    return BestOfM(cands[best], cands, scores, generated_tokens=m * max(20, 3 * len(hole.middle)),
-                   scored_tokens=sum(map(len, conts)), seconds=time.perf_counter() - start)
+    return BestOfM(
+        cands[best],
+        cands,
+        scores,
+        generated_tokens=m * max(20, 3 * len(hole.middle)),
+        scored_tokens=sum(map(len, conts)),
+        seconds=time.perf_counter() - start,
+    )
 
 
 def left_to_right_loss(model: torch.nn.Module, tokenizer, docs: Sequence[str]) -> float:
@@ -485,8 +503,8 @@ def left_to_right_loss(model: torch.nn.Module, tokenizer, docs: Sequence[str]) -
     if n < 1:
         raise ValueError(f"need more than {block} tokens of documents, got {ids.numel()}.")
     x = ids[: n * block].view(n, block)
-    y = ids[1: n * block + 1].view(n, block)
-    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, n, 32)]
+    y = ids[1 : n * block + 1].view(n, block)
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, n, 32)]
     sizes = [len(b[0]) for b in batches]
     # heldout_loss averages batch means; weight them by size so every window counts once
     total = 0.0

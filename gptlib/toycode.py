@@ -14,19 +14,48 @@ that sees only the code above that line can do no better than guess among the 20
   ``"line"``, ``"lines"``, ``"body"``: whole lines);
 * :func:`random_hole`: a hole cut at two random characters, as in FIM training.
 """
+
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-__all__ = ["NAMES", "CodeTask", "make_function", "function_corpus", "Hole", "HOLE_KINDS",
-           "make_hole", "random_hole"]
+__all__ = [
+    "NAMES",
+    "CodeTask",
+    "make_function",
+    "function_corpus",
+    "Hole",
+    "HOLE_KINDS",
+    "make_hole",
+    "random_hole",
+]
 
 _ARGS = ["values", "items", "nums", "xs", "data", "seq", "numbers", "arr"]
 _VARS = ["v", "x", "item", "n", "e", "num", "val", "y"]
-_ADJ = ["big", "small", "old", "new", "raw", "net", "full", "half", "top", "low",
-        "high", "last", "first", "main", "temp", "final", "base", "cur", "prev", "next"]
+_ADJ = [
+    "big",
+    "small",
+    "old",
+    "new",
+    "raw",
+    "net",
+    "full",
+    "half",
+    "top",
+    "low",
+    "high",
+    "last",
+    "first",
+    "main",
+    "temp",
+    "final",
+    "base",
+    "cur",
+    "prev",
+    "next",
+]
 _NOUN = ["sum", "total", "count", "acc", "out", "res", "tally", "score", "value", "bag"]
 #: The accumulator names: 20 adjectives x 10 nouns, so the pool alone is worth ln 200 nats.
 NAMES: tuple[str, ...] = tuple(f"{a}_{n}" for a in _ADJ for n in _NOUN)
@@ -34,26 +63,62 @@ NAMES: tuple[str, ...] = tuple(f"{a}_{n}" for a in _ADJ for n in _NOUN)
 # (docstring, function-name stems, body lines): {a} argument, {r} accumulator, {v} loop
 # variable, {k} constant. The first body line binds {r}; every later line may use it.
 _TEMPLATES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
-    ("Return the sum of {a}, each times {k}.", ("scaled_sum", "sum_times", "weighted_total"),
-     ("{r} = 0", "for {v} in {a}:", "    {r} += {v} * {k}", "return {r}")),
-    ("Count the items of {a} greater than {k}.", ("count_above", "num_greater", "how_many_over"),
-     ("{r} = 0", "for {v} in {a}:", "    if {v} > {k}:", "        {r} += 1", "return {r}")),
-    ("Return the items of {a} below {k}.", ("keep_below", "small_items", "filter_under"),
-     ("{r} = []", "for {v} in {a}:", "    if {v} < {k}:", "        {r}.append({v})", "return {r}")),
-    ("Add {k} to each item of {a}.", ("add_to_all", "shift_up", "plus_each"),
-     ("{r} = []", "for {v} in {a}:", "    {r}.append({v} + {k})", "return {r}")),
-    ("Return the largest item of {a}.", ("largest", "max_of", "biggest"),
-     ("{r} = {a}[0]", "for {v} in {a}:", "    if {v} > {r}:", "        {r} = {v}", "return {r}")),
-    ("Return the smallest item of {a}.", ("smallest", "min_of", "lowest"),
-     ("{r} = {a}[0]", "for {v} in {a}:", "    if {v} < {r}:", "        {r} = {v}", "return {r}")),
-    ("Count the multiples of {k} in {a}.", ("count_multiples", "num_divisible", "multiples_of"),
-     ("{r} = 0", "for {v} in {a}:", "    if {v} % {k} == 0:", "        {r} += 1", "return {r}")),
-    ("Return the product of {a}.", ("product", "multiply_all", "prod_of"),
-     ("{r} = 1", "for {v} in {a}:", "    {r} *= {v}", "return {r}")),
-    ("Return each item of {a} times {k}.", ("scale_all", "times_each", "multiply_each"),
-     ("{r} = []", "for {v} in {a}:", "    {r}.append({v} * {k})", "return {r}")),
-    ("Return the sum of the items of {a} above {k}.", ("sum_above", "total_over", "big_sum"),
-     ("{r} = 0", "for {v} in {a}:", "    if {v} > {k}:", "        {r} += {v}", "return {r}")),
+    (
+        "Return the sum of {a}, each times {k}.",
+        ("scaled_sum", "sum_times", "weighted_total"),
+        ("{r} = 0", "for {v} in {a}:", "    {r} += {v} * {k}", "return {r}"),
+    ),
+    (
+        "Count the items of {a} greater than {k}.",
+        ("count_above", "num_greater", "how_many_over"),
+        ("{r} = 0", "for {v} in {a}:", "    if {v} > {k}:", "        {r} += 1", "return {r}"),
+    ),
+    (
+        "Return the items of {a} below {k}.",
+        ("keep_below", "small_items", "filter_under"),
+        (
+            "{r} = []",
+            "for {v} in {a}:",
+            "    if {v} < {k}:",
+            "        {r}.append({v})",
+            "return {r}",
+        ),
+    ),
+    (
+        "Add {k} to each item of {a}.",
+        ("add_to_all", "shift_up", "plus_each"),
+        ("{r} = []", "for {v} in {a}:", "    {r}.append({v} + {k})", "return {r}"),
+    ),
+    (
+        "Return the largest item of {a}.",
+        ("largest", "max_of", "biggest"),
+        ("{r} = {a}[0]", "for {v} in {a}:", "    if {v} > {r}:", "        {r} = {v}", "return {r}"),
+    ),
+    (
+        "Return the smallest item of {a}.",
+        ("smallest", "min_of", "lowest"),
+        ("{r} = {a}[0]", "for {v} in {a}:", "    if {v} < {r}:", "        {r} = {v}", "return {r}"),
+    ),
+    (
+        "Count the multiples of {k} in {a}.",
+        ("count_multiples", "num_divisible", "multiples_of"),
+        ("{r} = 0", "for {v} in {a}:", "    if {v} % {k} == 0:", "        {r} += 1", "return {r}"),
+    ),
+    (
+        "Return the product of {a}.",
+        ("product", "multiply_all", "prod_of"),
+        ("{r} = 1", "for {v} in {a}:", "    {r} *= {v}", "return {r}"),
+    ),
+    (
+        "Return each item of {a} times {k}.",
+        ("scale_all", "times_each", "multiply_each"),
+        ("{r} = []", "for {v} in {a}:", "    {r}.append({v} * {k})", "return {r}"),
+    ),
+    (
+        "Return the sum of the items of {a} above {k}.",
+        ("sum_above", "total_over", "big_sum"),
+        ("{r} = 0", "for {v} in {a}:", "    if {v} > {k}:", "        {r} += {v}", "return {r}"),
+    ),
 ]
 
 
@@ -124,8 +189,9 @@ def make_function(rng: random.Random) -> CodeTask:
     return CodeTask(source, tests, name, arg, acc, var, k, t)
 
 
-def function_corpus(n: int, seed: int = 0,
-                    exclude: Sequence[str] | set[str] = ()) -> list[CodeTask]:
+def function_corpus(
+    n: int, seed: int = 0, exclude: Sequence[str] | set[str] = ()
+) -> list[CodeTask]:
     """``n`` distinct functions drawn with ``seed``; sources in ``exclude`` are skipped.
 
     ``function_corpus(m, seed)`` is the start of ``function_corpus(n, seed)`` for ``m < n``.
@@ -141,8 +207,9 @@ def function_corpus(n: int, seed: int = 0,
         task = make_function(rng)
         tries += 1
         if tries > 50 * n + 1000:
-            raise ValueError(f"could not draw {n} distinct functions "
-                             "(the template space is too small).")
+            raise ValueError(
+                f"could not draw {n} distinct functions (the template space is too small)."
+            )
         if task.source in seen:
             continue
         seen.add(task.source)

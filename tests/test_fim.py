@@ -1,4 +1,5 @@
 """gptlib.fim, gptlib.toycode, gptlib.edit: the FIM transform, the corpus, infills, edits."""
+
 from __future__ import annotations
 
 import math
@@ -163,8 +164,9 @@ def test_edits_are_correct_programs():
 
 def _tiny_model(tok, block_size=64):
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=1, n_head=1,
-                         n_embd=16)).eval()
+    return GPT(
+        GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=1, n_head=1, n_embd=16)
+    ).eval()
 
 
 def test_infill_and_baseline_run_and_respect_budgets():
@@ -182,12 +184,15 @@ def test_middle_nll_is_the_summed_cross_entropy_of_the_middle():
     tok = fim.fim_tokenizer()
     model = _tiny_model(tok)
     hole = toycode.Hole("def f(x):\n", "    y = x\n", "    return y\n", "line")
-    for how, context in (("l2r", EOT + hole.prefix),
-                         ("fim", EOT + PRE + hole.prefix + SUF + hole.suffix + MID)):
+    for how, context in (
+        ("l2r", EOT + hole.prefix),
+        ("fim", EOT + PRE + hole.prefix + SUF + hole.suffix + MID),
+    ):
         ids = tok.encode(context + hole.middle)
-        logits = model(torch.tensor([ids[:-1]]))[0, -len(hole.middle):]
-        ref = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[-len(hole.middle):]),
-                                                reduction="sum").item()
+        logits = model(torch.tensor([ids[:-1]]))[0, -len(hole.middle) :]
+        ref = torch.nn.functional.cross_entropy(
+            logits, torch.tensor(ids[-len(hole.middle) :]), reduction="sum"
+        ).item()
         assert abs(fim.middle_nll(model, tok, [hole], how)[0].item() - ref) < 1e-4
     with pytest.raises(ValueError, match="how"):
         fim.middle_nll(model, tok, [hole], "both")
@@ -205,10 +210,8 @@ def test_compare_infilling_with_given_models_and_fresh_seeds():
     assert abs(out["gap"] - (out["l2r"] - out["fim"])) < 1e-6
     lo, hi = out["gap_ci95"]
     assert lo <= out["gap"] <= hi
-    again = fim.compare_infilling(6, seed=3, models={"fim": a, "l2r": b}, tokenizer=tok,
-                                  train_n=50)
-    other = fim.compare_infilling(6, seed=4, models={"fim": a, "l2r": b}, tokenizer=tok,
-                                  train_n=50)
+    again = fim.compare_infilling(6, seed=3, models={"fim": a, "l2r": b}, tokenizer=tok, train_n=50)
+    other = fim.compare_infilling(6, seed=4, models={"fim": a, "l2r": b}, tokenizer=tok, train_n=50)
     assert again["fim"] == out["fim"] and other["fim"] != out["fim"]
     with pytest.raises(ValueError, match="training seed"):
         fim.held_out_tasks(3, seed=0, train_n=10)
@@ -223,6 +226,7 @@ def test_pass_rate_with_a_perfect_and_a_broken_filler():
         class R:
             def __init__(self, ok):
                 self.passed = ok
+
         out = []
         for p in programs:
             try:
@@ -233,8 +237,9 @@ def test_pass_rate_with_a_perfect_and_a_broken_filler():
         return out
 
     fills = []
-    rate = fim.pass_rate(model, tok, tasks, "fim", kind="bind", execute_many=run_locally,
-                         fills=fills)
+    rate = fim.pass_rate(
+        model, tok, tasks, "fim", kind="bind", execute_many=run_locally, fills=fills
+    )
     assert rate == 0.0 and len(fills) == 3  # an untrained model writes noise
     with pytest.raises(ValueError, match="how"):
         fim.pass_rate(model, tok, tasks, "rtl", execute_many=run_locally)
@@ -259,9 +264,10 @@ def test_left_to_right_loss_matches_cross_entropy():
     docs = [t.source for t in toycode.function_corpus(4, seed=0)]
     data = fim.build_stream(docs, tok, 0.0).long()
     n = (data.numel() - 1) // 32
-    x, y = data[: n * 32].view(n, 32), data[1: n * 32 + 1].view(n, 32)
-    ref = torch.nn.functional.cross_entropy(model(x).reshape(-1, tok.vocab_size),
-                                            y.reshape(-1)).item()
+    x, y = data[: n * 32].view(n, 32), data[1 : n * 32 + 1].view(n, 32)
+    ref = torch.nn.functional.cross_entropy(
+        model(x).reshape(-1, tok.vocab_size), y.reshape(-1)
+    ).item()
     assert abs(fim.left_to_right_loss(model, tok, docs) - ref) < 1e-5
 
 

@@ -6,6 +6,7 @@
 - :func:`check_rank_names`: infilling with a left-to-right model by ranking every name of the
   pool by the likelihood of the whole file.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,24 +35,32 @@ def check_nll_prediction(predicted: dict, n: int = 60, seed: int = 7) -> str:
     from gptlib import fim
 
     if not isinstance(predicted, dict) or set(predicted) != {"l2r", "fim"}:
-        _fail(f"predicted must be a dict with the keys 'l2r' and 'fim', got {predicted!r}.",
-              'write your guesses as numbers, e.g. predicted = {"l2r": 9.0, "fim": 4.0}.')
+        _fail(
+            f"predicted must be a dict with the keys 'l2r' and 'fim', got {predicted!r}.",
+            'write your guesses as numbers, e.g. predicted = {"l2r": 9.0, "fim": 4.0}.',
+        )
     try:
         guess = {k: float(v) for k, v in predicted.items()}
     except (TypeError, ValueError):
         _fail(f"the predictions must be numbers (nats), got {predicted!r}.")
     measured = fim.compare_infilling(n, seed)
-    lines = [f"{how}: predicted {guess[how]:.1f}, measured {measured[how]:.2f} nats per middle"
-             for how in ("l2r", "fim")]
+    lines = [
+        f"{how}: predicted {guess[how]:.1f}, measured {measured[how]:.2f} nats per middle"
+        for how in ("l2r", "fim")
+    ]
     report = "\n".join(lines)
     if abs(guess["l2r"] - measured["l2r"]) > 2:
-        _fail(f"the left-to-right guess is off by more than 2 nats:\n{report}",
-              "the L2R model cannot know the name: ln(len(NAMES)) nats for it alone, plus a "
-              "little for the rest of the line.")
+        _fail(
+            f"the left-to-right guess is off by more than 2 nats:\n{report}",
+            "the L2R model cannot know the name: ln(len(NAMES)) nats for it alone, plus a "
+            "little for the rest of the line.",
+        )
     if abs(guess["fim"] - measured["fim"]) > 2:
-        _fail(f"the FIM guess is off by more than 2 nats:\n{report}",
-              "the FIM model reads the name in the suffix: what is left is mostly the first "
-              "character of the name (which of the suffix's words is it?).")
+        _fail(
+            f"the FIM guess is off by more than 2 nats:\n{report}",
+            "the FIM model reads the name in the suffix: what is left is mostly the first "
+            "character of the name (which of the suffix's words is it?).",
+        )
     return "prediction within 2 nats of the measurement for both models:\n" + report
 
 
@@ -92,25 +101,33 @@ def check_char_nll(fn: Callable) -> str:
                     _fail(f"{where} you returned {type(got).__name__}, expected a 1-D tensor.")
             got = got.detach().float().flatten().cpu()
             if got.numel() != expected.numel():
-                _fail(f"{where} you returned {got.numel()} values, expected one per character "
-                      f"of the middle ({expected.numel()}).",
-                      "score only the middle's characters: the logits at positions len(context)-1 "
-                      "... len(context)+len(middle)-2 predict them.")
+                _fail(
+                    f"{where} you returned {got.numel()} values, expected one per character "
+                    f"of the middle ({expected.numel()}).",
+                    "score only the middle's characters: the logits at positions len(context)-1 "
+                    "... len(context)+len(middle)-2 predict them.",
+                )
             if torch.allclose(got, -expected, atol=1e-3):
-                _fail(f"{where} the signs are flipped.",
-                      "a negative log-likelihood is -log p >= 0.")
+                _fail(
+                    f"{where} the signs are flipped.", "a negative log-likelihood is -log p >= 0."
+                )
             if not torch.allclose(got, expected, atol=1e-3):
                 shifted = (ctx[1:], mid) if len(ctx) > 1 else None
                 if shifted is not None:
-                    other = -continuation_logprobs(asset.model, [shifted[0]], [mid],
-                                                   reduce="none")[0]
+                    other = -continuation_logprobs(asset.model, [shifted[0]], [mid], reduce="none")[
+                        0
+                    ]
                     if torch.allclose(got, other, atol=1e-3):
-                        _fail(f"{where} your context lacks the <EOT> in front.",
-                              "documents were trained after an <EOT>: start the context with it.")
-                _fail(f"{where} values differ by up to {(got - expected).abs().max():.3g} nats.",
-                      "use the SPM prompt fim.fim_prompt(prefix, suffix, 'spm') for 'fim', the "
-                      "prefix for 'l2r', both after EOT; the output at position t predicts "
-                      "token t+1.")
+                        _fail(
+                            f"{where} your context lacks the <EOT> in front.",
+                            "documents were trained after an <EOT>: start the context with it.",
+                        )
+                _fail(
+                    f"{where} values differ by up to {(got - expected).abs().max():.3g} nats.",
+                    "use the SPM prompt fim.fim_prompt(prefix, suffix, 'spm') for 'fim', the "
+                    "prefix for 'l2r', both after EOT; the output at position t predicts "
+                    "token t+1.",
+                )
     return "per-character NLL: correct for both models on four kinds of holes."
 
 
@@ -132,14 +149,20 @@ def check_rank_names(fn: Callable, n: int = 3, seed: int = 5) -> str:
         if not isinstance(got, str):
             _fail(f"your function returned {type(got).__name__}, expected a name (a str).")
         if got not in toycode.NAMES:
-            _fail(f"{got!r} is not a name of the pool toycode.NAMES.",
-                  "rank the 200 names of the pool and return the best one.")
+            _fail(
+                f"{got!r} is not a name of the pool toycode.NAMES.",
+                "rank the 200 names of the pool and return the best one.",
+            )
         right += got == task.acc
     if right < n - 1:
-        _fail(f"{right} of {n} names right.",
-              "score log p(template.format(name=name) + suffix | EOT + prefix) for each name "
-              "and keep the highest; the suffix's uses of the name make the right one far "
-              "likelier.")
-    return (f"{right} of {n} names right: a left-to-right model can fill this hole by scoring "
-            f"all {len(toycode.NAMES)} candidates, {len(toycode.NAMES)} forward passes per hole "
-            f"(math.log(200) = {math.log(200):.1f} nats of uncertainty resolved by the suffix).")
+        _fail(
+            f"{right} of {n} names right.",
+            "score log p(template.format(name=name) + suffix | EOT + prefix) for each name "
+            "and keep the highest; the suffix's uses of the name make the right one far "
+            "likelier.",
+        )
+    return (
+        f"{right} of {n} names right: a left-to-right model can fill this hole by scoring "
+        f"all {len(toycode.NAMES)} candidates, {len(toycode.NAMES)} forward passes per hole "
+        f"(math.log(200) = {math.log(200):.1f} nats of uncertainty resolved by the suffix)."
+    )

@@ -7,6 +7,7 @@ model fine-tuned on edits (:mod:`gptlib.edit`). The metrics chapter 9 quotes are
 here on fresh functions (generator seeds other than the training seed) and stored in
 ``meta.json``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,11 +20,22 @@ def _train(model, data, settings: dict, seed: int, progress: bool):
     from gptlib.train import TrainConfig, train
 
     t = settings
-    cfg = TrainConfig(max_iters=t["max_iters"], batch_size=t["batch_size"],
-                      block_size=t["block_size"], lr=t["lr"], min_lr=t["lr"] / 10,
-                      warmup_iters=t["warmup_iters"], eval_interval=10 ** 9, eval_iters=1,
-                      log_interval=t["log_interval"], progress=progress, seed=seed,
-                      device=t["device"], out_dir=None, weight_decay=0.1)
+    cfg = TrainConfig(
+        max_iters=t["max_iters"],
+        batch_size=t["batch_size"],
+        block_size=t["block_size"],
+        lr=t["lr"],
+        min_lr=t["lr"] / 10,
+        warmup_iters=t["warmup_iters"],
+        eval_interval=10**9,
+        eval_iters=1,
+        log_interval=t["log_interval"],
+        progress=progress,
+        seed=seed,
+        device=t["device"],
+        out_dir=None,
+        weight_decay=0.1,
+    )
     return train(model, cfg, data, None)
 
 
@@ -50,8 +62,9 @@ def _train_base(which: str, s: dict, progress: bool):
     tok = fim.fim_tokenizer()
     docs = [t.source for t in function_corpus(s["n_train"], s["seed"])]
     rate = s["fim_rate"] if which == "fim" else 0.0
-    data = fim.build_stream(docs, tok, rate, epochs=s["epochs"], seed=s["seed"], unit=s["unit"],
-                            spm_rate=s["spm_rate"])
+    data = fim.build_stream(
+        docs, tok, rate, epochs=s["epochs"], seed=s["seed"], unit=s["unit"], spm_rate=s["spm_rate"]
+    )
     seed_everything(s["seed"])  # the same initial weights for both models
     model = GPT(GPTConfig(**s["_model_config"]))
     r = _train(model, data, tr, s["seed"] + 1, progress)
@@ -79,8 +92,11 @@ def run(ctx: RecipeContext) -> None:
     s = ctx.settings
     ev = s["eval"]
     tok = fim.fim_tokenizer()
-    model_config = {**s["model"], "vocab_size": tok.vocab_size,
-                    "block_size": s["train"]["block_size"]}
+    model_config = {
+        **s["model"],
+        "vocab_size": tok.vocab_size,
+        "block_size": s["train"]["block_size"],
+    }
     job = {**s, "_model_config": model_config}
     trained: dict = {}
     if s["parallel"]:
@@ -101,49 +117,79 @@ def run(ctx: RecipeContext) -> None:
     start = time.perf_counter()
     gaps = {}
     for mode in ("psm", "spm"):
-        gaps[mode] = fim.compare_infilling(ev["n"], ev["seed"], mode=mode, models=models,
-                                           tokenizer=tok, train_n=s["n_train"])
+        gaps[mode] = fim.compare_infilling(
+            ev["n"], ev["seed"], mode=mode, models=models, tokenizer=tok, train_n=s["n_train"]
+        )
     held = fim.held_out_tasks(ev["n_exec"], ev["seed"] + 1, s["n_train"], s["seed"])
     passed = {}
     for kind in ("bind", "body"):
         for how in ("fim", "l2r"):
-            passed[f"{how}_{kind}"] = fim.pass_rate(models[how], tok, held, how, kind=kind,
-                                                    mode=ev["mode"])
+            passed[f"{how}_{kind}"] = fim.pass_rate(
+                models[how], tok, held, how, kind=kind, mode=ev["mode"]
+            )
             if ev["sampled"]:
                 passed[f"{how}_{kind}_sampled"] = fim.pass_rate(
-                    models[how], tok, held, how, kind=kind, mode=ev["mode"], greedy=False,
-                    seed=ev["seed"])
+                    models[how],
+                    tok,
+                    held,
+                    how,
+                    kind=kind,
+                    mode=ev["mode"],
+                    greedy=False,
+                    seed=ev["seed"],
+                )
     best = {}
-    holes = [make_hole(t, "bind") for t in held[:ev["n_best"]]]
+    holes = [make_hole(t, "bind") for t in held[: ev["n_best"]]]
     for m in ev["best_of_m"]:
         runs = [fim.best_of_m(models["l2r"], tok, h, m, seed=i) for i, h in enumerate(holes)]
-        best[str(m)] = {"exact": sum(r.fill == h.middle for r, h in zip(runs, holes)) / len(runs),
-                        "seconds_per_hole": sum(r.seconds for r in runs) / len(runs),
-                        "tokens_per_hole": sum(r.generated_tokens + r.scored_tokens
-                                               for r in runs) / len(runs)}
-    val_docs = [t.source for t in fim.held_out_tasks(ev["n_l2r_docs"], ev["seed"] + 2,
-                                                      s["n_train"], s["seed"])]
+        best[str(m)] = {
+            "exact": sum(r.fill == h.middle for r, h in zip(runs, holes)) / len(runs),
+            "seconds_per_hole": sum(r.seconds for r in runs) / len(runs),
+            "tokens_per_hole": sum(r.generated_tokens + r.scored_tokens for r in runs) / len(runs),
+        }
+    val_docs = [
+        t.source
+        for t in fim.held_out_tasks(ev["n_l2r_docs"], ev["seed"] + 2, s["n_train"], s["seed"])
+    ]
     l2r_loss = {how: fim.left_to_right_loss(models[how], tok, val_docs) for how in ("fim", "l2r")}
     measured_s = time.perf_counter() - start
     main = gaps[ev["mode"]]
     shared = {
-        "middle_nll_mode": ev["mode"], "middle_nll_fim": main["fim"],
-        "middle_nll_fim_psm": gaps["psm"]["fim"], "middle_nll_fim_spm": gaps["spm"]["fim"],
-        "middle_nll_l2r": main["l2r"], "middle_nll_gap": main["gap"],
-        "middle_nll_gap_ci95": list(main["gap_ci95"]), "middle_nll_n": ev["n"],
-        "middle_nll_seed": ev["seed"], "pass": passed, "best_of_m": best,
-        "l2r_loss_fim": l2r_loss["fim"], "l2r_loss_l2r": l2r_loss["l2r"],
-        "fim_for_free_ratio": l2r_loss["fim"] / l2r_loss["l2r"], "n_exec": len(held),
+        "middle_nll_mode": ev["mode"],
+        "middle_nll_fim": main["fim"],
+        "middle_nll_fim_psm": gaps["psm"]["fim"],
+        "middle_nll_fim_spm": gaps["spm"]["fim"],
+        "middle_nll_l2r": main["l2r"],
+        "middle_nll_gap": main["gap"],
+        "middle_nll_gap_ci95": list(main["gap_ci95"]),
+        "middle_nll_n": ev["n"],
+        "middle_nll_seed": ev["seed"],
+        "pass": passed,
+        "best_of_m": best,
+        "l2r_loss_fim": l2r_loss["fim"],
+        "l2r_loss_l2r": l2r_loss["l2r"],
+        "fim_for_free_ratio": l2r_loss["fim"] / l2r_loss["l2r"],
+        "n_exec": len(held),
         "measure_s": measured_s,
     }
     for which in ("fim", "l2r"):
         _, curve, iters, train_s = trained[which]
-        ctx.save(f"fim/{which}", model=models[which], builder="gptlib.model:GPT.from_config",
-                 model_config=model_config, tokenizer=tok, half=True,
-                 metrics={**shared, "params": models[which].num_params(), "iters": iters,
-                          "train_s": train_s,
-                          "fim_rate": s["fim_rate"] if which == "fim" else 0.0},
-                 history=curve)
+        ctx.save(
+            f"fim/{which}",
+            model=models[which],
+            builder="gptlib.model:GPT.from_config",
+            model_config=model_config,
+            tokenizer=tok,
+            half=True,
+            metrics={
+                **shared,
+                "params": models[which].num_params(),
+                "iters": iters,
+                "train_s": train_s,
+                "fim_rate": s["fim_rate"] if which == "fim" else 0.0,
+            },
+            history=curve,
+        )
 
     # Editing by instruction: the FIM model fine-tuned on edits of training functions.
     _, curve, iters, train_s = trained["edit"]
@@ -151,8 +197,19 @@ def run(ctx: RecipeContext) -> None:
     held_edits = edit.edit_dataset(s["edit"]["n_eval"], seed=ev["seed"] + 3, exclude=train_sources)
     scores = edit.evaluate_edits(models["edit"], tok, held_edits)
     print(f"[fim] edit: exact match {scores}", flush=True)
-    ctx.save("fim/edit", model=models["edit"], builder="gptlib.model:GPT.from_config",
-             model_config=model_config, tokenizer=tok, half=True,
-             metrics={"exact_match": scores, "n_eval": len(held_edits), "iters": iters,
-                      "train_s": train_s, "params": models["edit"].num_params()},
-             history=curve)
+    ctx.save(
+        "fim/edit",
+        model=models["edit"],
+        builder="gptlib.model:GPT.from_config",
+        model_config=model_config,
+        tokenizer=tok,
+        half=True,
+        metrics={
+            "exact_match": scores,
+            "n_eval": len(held_edits),
+            "iters": iters,
+            "train_s": train_s,
+            "params": models["edit"].num_params(),
+        },
+        history=curve,
+    )
