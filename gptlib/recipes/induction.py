@@ -29,6 +29,8 @@ def run(ctx: RecipeContext) -> None:
             n_layer=n_layer,
             n_head=s["n_head"],
             n_embd=s["n_embd"],
+            pos_init=s["pos_init"],
+            embed_std=s["embed_std"],
         )
         torch.manual_seed(s["seed"])
         model = induction.AttnOnly.from_config(config)
