@@ -294,6 +294,9 @@ def save(
         (tmp / "meta.json").write_text(
             json.dumps(meta, indent=1, default=_json_default) + "\n", encoding="utf-8"
         )
+        for path in tmp.iterdir():  # readable by everyone, like any file a checkout holds
+            path.chmod(0o644)
+        tmp.chmod(0o755)
         old = None
         if final.exists():
             old = final.parent / f".tmp-old-{final.name}-{uuid.uuid4().hex[:8]}"

@@ -35,6 +35,7 @@ def test_splits_are_disjoint_and_balanced(world):
     assert [p.kind for p in ps[:5]] == list(KINDS)
     assert all(world.split_of(p) == "test" for p in ps)
     assert world.prompts("val", 20, seed=1) == world.prompts("val", 20, seed=1)
+    assert world.prompts("val", 20, seed=1) != world.prompts("val", 20, seed=2)  # the seed matters
     assert {p.kind for p in world.prompts("train", 10, kinds=["unsafe"])} == {"unsafe"}
     with pytest.raises(ValueError, match="split"):
         world.prompts("dev", 3)
