@@ -56,8 +56,8 @@ def main() -> None:
     ref_s = time.perf_counter() - start
 
     layers = ",".join(ours[0].isolation) or "none"
-    print(f"| harness | programs | workers | passed | wall s | programs/s |")
-    print(f"|---|---|---|---|---|---|")
+    print("| harness | programs | workers | passed | wall s | programs/s |")
+    print("|---|---|---|---|---|---|")
     print(f"| gptlib.verdict, tests outside ({layers}) | {len(programs)} | {args.workers} | "
           f"{sum(r.passed for r in verdicts)} | {new_s:.1f} | {len(programs) / new_s:.1f} |")
     print(f"| gptlib.sandbox, tests inside (previous) | {len(programs)} | {args.workers} | "

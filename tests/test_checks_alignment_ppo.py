@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from gptlib.checks import CheckFailed
 from gptlib.checks.alignment import check_calculator, check_dpo_loss, check_gae, check_ppo_clip_loss
 
-
 # ----------------------------------------------------------------------------- GAE
 
 def gae_right(r, v, gamma, lam):

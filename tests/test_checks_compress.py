@@ -4,7 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptlib.checks import CheckFailed, check_absmax_quantize, check_magnitude_mask, check_obs_saliency
+from gptlib.checks import (
+    CheckFailed,
+    check_absmax_quantize,
+    check_magnitude_mask,
+    check_obs_saliency,
+)
 
 
 def good_quantize(w):

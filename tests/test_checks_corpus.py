@@ -1,9 +1,13 @@
 """The checkers of chapter 7 pass right answers and explain typical wrong ones."""
+import numpy as np
 import pytest
 
-import numpy as np
-
-from gptlib.checks import CheckFailed, check_alphanumeric_share, check_minhash_signature, check_shingle_jaccard
+from gptlib.checks import (
+    CheckFailed,
+    check_alphanumeric_share,
+    check_minhash_signature,
+    check_shingle_jaccard,
+)
 from gptlib.data import code_tokens
 
 

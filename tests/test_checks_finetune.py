@@ -5,7 +5,6 @@ import math
 import statistics
 
 import pytest
-import torch
 import torch.nn.functional as F
 
 from gptlib.checks import CheckFailed, check_gpt1_loss, check_mean_and_sem, check_mean_pool

@@ -6,7 +6,6 @@ import torch
 
 from gptlib.checks import CheckFailed, check_answer_logprob, check_greedy_decode, check_min_p_filter
 
-
 # ----------------------------------------------------------------------------- min-p
 
 

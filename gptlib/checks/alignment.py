@@ -204,7 +204,7 @@ def check_ranking_loss(fn: Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
             f"ranking_loss with K = {K}",
             atol=1e-6,
             hint="mean over all pairs i < j of -logsigmoid(rewards[ranking[i]] - "
-                 "rewards[ranking[j]]).",
+            "rewards[ranking[j]]).",
         )
     big = torch.tensor([0.0, 200.0], dtype=torch.float64)
     got = torch.as_tensor(fn(big.clone(), [0, 1])).double().reshape(())
@@ -267,7 +267,7 @@ def check_gae(fn) -> str:
             f"GAE advantages (gamma={gamma}, lam={lam})",
             atol=1e-4,
             hint="go backwards from the last step; delta_t = r_t + gamma * V_{t+1} - V_t with V_T "
-                 "= 0 "
+            "= 0 "
             "after the last token (the episode ends), and A_t = delta_t + gamma * lam * A_{t+1}.",
         )
     return "gae: matches the definition for four (gamma, lambda) settings."
@@ -406,11 +406,15 @@ def check_calculator(fn) -> str:
         if not isinstance(got, (int, float)) or isinstance(got, bool) or abs(got - want) > 1e-9:
             hint = None
             if expr in ("100-1-1", "8/2/2"):
-                hint = ("- and / are left-associative: 100-1-1 = (100-1)-1, so loop over terms "
-                        "instead of recursing right.")
+                hint = (
+                    "- and / are left-associative: 100-1-1 = (100-1)-1, so loop over terms "
+                    "instead of recursing right."
+                )
             elif expr in ("2+3*4",):
-                hint = ("* and / bind tighter than + and -: parse terms (products) inside "
-                        "expressions (sums).")
+                hint = (
+                    "* and / bind tighter than + and -: parse terms (products) inside "
+                    "expressions (sums)."
+                )
             _fail(f"calculator({expr!r}) = {got!r}, expected {want}.", hint)
     for bad in ("abs(-3)", "__import__('os')", "2**3", "1+", "3 4", "", "(1", "x*2", "1/0"):
         try:

@@ -90,7 +90,8 @@ def check_attention_weights(fn: Callable[..., torch.Tensor]) -> str:
     out_m = _as_tensor(fn(q.clone(), k.clone(), mask), "attention_weights(q, k, mask)")
     if out_m.shape != expected.shape:
         _fail(
-            f"with a mask the weights have shape {tuple(out_m.shape)}, expected {tuple(expected.shape)}."
+            f"with a mask the weights have shape {tuple(out_m.shape)}, "
+            f"expected {tuple(expected.shape)}."
         )
     leaked = out_m.masked_select(~mask.expand_as(out_m)).abs().max().item()
     if leaked > 1e-6:
@@ -134,7 +135,8 @@ def check_attention_entropy(fn: Callable[..., torch.Tensor], prediction) -> str:
     ``fn(q, k, scale)`` returns the entropy (nats) of every row of
     ``softmax(scale * q k^T / sqrt(d))``, shape ``(..., Tq)``. ``prediction`` is the reader's
     guess, written *before* measuring, for what multiplying the scores by 3 does to the mean
-    row entropy: ``"up"`` or ``"down"``, or a function returning it. The function is checked against a reference; then the
+    row entropy: ``"up"`` or ``"down"``, or a function returning it. The function is checked against
+    a reference; then the
     checker measures the answer on random queries and keys and says whether the guess was right.
     """
     if callable(prediction):  # the exercise asks for a function, so the student edition can stub it
@@ -147,22 +149,35 @@ def check_attention_entropy(fn: Callable[..., torch.Tensor], prediction) -> str:
         out = _as_tensor(fn(q.clone(), k.clone(), scale), f"row entropy at scale {scale}")
         ref = _row_entropy_reference(q, k, scale)
         if out.shape != ref.shape:
-            _fail(f"the entropies have shape {tuple(out.shape)}, expected {tuple(ref.shape)}: "
-                  "one number per query row.", "sum -p log p over the keys (dim=-1).")
+            _fail(
+                f"the entropies have shape {tuple(out.shape)}, expected {tuple(ref.shape)}: "
+                "one number per query row.",
+                "sum -p log p over the keys (dim=-1).",
+            )
         if (out < -1e-6).any():
             _fail("an entropy is negative.", "entropy is -sum(p * log p), with the minus sign.")
-        check_close(out, ref, f"row entropies at scale {scale}", atol=1e-4,
-                    hint="p = softmax(scale * q @ k.T / sqrt(d)) over the keys; H = -(p * p.log()).sum(-1).")
+        check_close(
+            out,
+            ref,
+            f"row entropies at scale {scale}",
+            atol=1e-4,
+            hint="p = softmax(scale * q @ k.T / sqrt(d)) "
+            "over the keys; H = -(p * p.log()).sum(-1).",
+        )
     flat = math.log(k.size(-2))
     at1 = _row_entropy_reference(q, k, 1.0).mean().item()
     at3 = _row_entropy_reference(q, k, 3.0).mean().item()
     measured = "down" if at3 < at1 else "up"
     if prediction != measured:
-        _fail(f"you predicted '{prediction}', the measurement says '{measured}': mean row entropy "
-              f"{at1:.2f} nats at scale 1, {at3:.2f} at scale 3 (a uniform row has {flat:.2f}).",
-              "larger scores make the softmax sharper: the largest score takes more of the weight.")
-    return (f"attention entropy: {at1:.2f} nats at scale 1, {at3:.2f} at scale 3 "
-            f"(uniform: {flat:.2f}); your prediction '{prediction}' was right.")
+        _fail(
+            f"you predicted '{prediction}', the measurement says '{measured}': mean row entropy "
+            f"{at1:.2f} nats at scale 1, {at3:.2f} at scale 3 (a uniform row has {flat:.2f}).",
+            "larger scores make the softmax sharper: the largest score takes more of the weight.",
+        )
+    return (
+        f"attention entropy: {at1:.2f} nats at scale 1, {at3:.2f} at scale 3 "
+        f"(uniform: {flat:.2f}); your prediction '{prediction}' was right."
+    )
 
 
 @checker
@@ -227,7 +242,8 @@ def check_query_focus(
     q = torch.as_tensor(q, dtype=keys.dtype)
     if q.shape != keys.shape[-1:]:
         _fail(
-            f"the query has shape {tuple(q.shape)}; it must be one vector of {keys.shape[-1]} numbers "
+            f"the query has shape {tuple(q.shape)}; it must "
+            f"be one vector of {keys.shape[-1]} numbers "
             "(the size of a key)."
         )
     if not torch.isfinite(q).all():
@@ -242,7 +258,8 @@ def check_query_focus(
             "and the other keys are small (its private direction), or scale q up."
         )
         _fail(
-            f"the query puts {weights[i]:.2f} on '{target}' (needs > {min_weight}). Weights: {shown}.",
+            f"the query puts {weights[i]:.2f} on '{target}' "
+            f"(needs > {min_weight}). Weights: {shown}.",
             hint,
         )
     return f"query focus: {weights[i]:.2f} of the attention on '{target}' ({shown})."
@@ -253,7 +270,8 @@ def check_query_focus(
 
 @checker
 def check_block_params(fn: Callable[[int], int]) -> str:
-    """Check ``fn(d)``: the parameter count of one GPT-2 block of width ``d`` (biases, MLP 4d wide)."""
+    """Check ``fn(d)``: the parameter count of one GPT-2 block of width ``d`` (biases, MLP 4d
+    wide)."""
     from gptlib.model import Block, GPTConfig
 
     for d in (8, 48, 768):
@@ -272,15 +290,22 @@ def check_block_params(fn: Callable[[int], int]) -> str:
         }
         detail = "; ".join(f"{k}: {v:,}" for k, v in parts.items())
         if got == 12 * d * d:
-            hint = "12 d^2 counts the matrices only: add the biases and the layer norms' gains and biases."
+            hint = (
+                "12 d^2 counts the matrices only: add the biases and the layer norms' gains and "
+                "biases."
+            )
         elif got == expected - parts["two layer norms"]:
             hint = "you left out the two layer norms (a gain and a bias of d numbers each)."
         elif got == 12 * d * d + 4 * d:
             hint = "you left out the biases of the four linear layers (3d + d + 4d + d numbers)."
         else:
-            hint = "count c_attn (d -> 3d), c_proj (d -> d), c_fc (d -> 4d), the MLP's c_proj (4d -> d), each with a bias, and 2 x (gain + bias) of layer norm."
+            hint = (
+                "count c_attn (d -> 3d), c_proj (d -> d), c_fc (d -> 4d), the MLP's c_proj (4d ->"
+                " d), each with a bias, and 2 x (gain + bias) of layer norm."
+            )
         _fail(
-            f"block_params({d}) = {got:,}, but a gptlib Block of width {d} has {expected:,} parameters "
+            f"block_params({d}) = {got:,}, but a gptlib "
+            f"Block of width {d} has {expected:,} parameters "
             f"({detail}).",
             hint,
         )
@@ -289,7 +314,9 @@ def check_block_params(fn: Callable[[int], int]) -> str:
 
 @checker
 def check_layer_norm(fn: Callable[..., torch.Tensor]) -> str:
-    """Check ``fn(x, weight, bias, eps=1e-5)``: normalise over the last dimension, then scale and shift."""
+    """Check ``fn(x, weight, bias, eps=1e-5)``: normalise over the last dimension, then scale and
+    shift.
+    """
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, 10, generator=g) * 3 + 2
     weight, bias = torch.randn(10, generator=g), torch.randn(10, generator=g)
@@ -316,7 +343,8 @@ def check_layer_norm(fn: Callable[..., torch.Tensor]) -> str:
     if torch.allclose(out, unbiased, atol=1e-4):
         _fail(
             "you used the unbiased variance (divides by n - 1).",
-            "LayerNorm divides by n: x.var(-1, unbiased=False, keepdim=True), or ((x - mean)**2).mean(-1).",
+            "LayerNorm divides by n: x.var(-1, unbiased=False, "
+            "keepdim=True), or ((x - mean)**2).mean(-1).",
         )
     no_affine = F.layer_norm(x, (10,), eps=1e-5)
     if torch.allclose(out, no_affine, atol=1e-4):
@@ -335,7 +363,8 @@ def check_layer_norm(fn: Callable[..., torch.Tensor]) -> str:
     err = (out - expected).abs().max().item()
     _fail(
         f"layer_norm differs from torch.nn.functional.layer_norm by up to {err:.3g}.",
-        "y = (x - mean) / sqrt(var + eps) * weight + bias, with mean and var over the last dimension.",
+        "y = (x - mean) / sqrt(var + eps) * weight + "
+        "bias, with mean and var over the last dimension.",
     )
     return ""  # unreachable
 
@@ -365,7 +394,8 @@ def check_mlm_masking(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> s
     if not torch.equal(targets[chosen], ids[chosen]):
         if (targets[chosen] == mask_id).float().mean() > 0.5:
             _fail(
-                "the targets hold [MASK] ids: the target must be the ORIGINAL token, the one to recover."
+                "the targets hold [MASK] ids: the target "
+                "must be the ORIGINAL token, the one to recover."
             )
         _fail("at the scored positions the targets are not the original ids.")
     share = chosen.float().mean().item()
@@ -382,13 +412,17 @@ def check_mlm_masking(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> s
     masked = (c_in == mask_id).float().mean().item()
     unchanged = (c_in == c_ids).float().mean().item()
     other = 1 - masked - unchanged
-    summary = f"of the chosen positions {masked:.1%} became [MASK], {other:.1%} another id, {unchanged:.1%} unchanged"
+    summary = (
+        f"of the chosen positions {masked:.1%} became [MASK], {other:.1%} "
+        f"another id, {unchanged:.1%} unchanged"
+    )
     if masked > 0.95:
         _fail(
             f"{summary}. BERT masks only 80% of them.",
             "replace 10% of the chosen positions by a random id and leave 10% unchanged.",
         )
-    # A random replacement equals the original id with probability 1/V, so "unchanged" is ~10% + 10%/V.
+    # A random replacement equals the original id with probability 1/V, so "unchanged" is ~10% +
+    # 10%/V.
     if (
         abs(masked - 0.8) > 0.03
         or abs(other - 0.1 * (1 - 1 / V)) > 0.03
@@ -396,7 +430,8 @@ def check_mlm_masking(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> s
     ):
         _fail(
             f"{summary}; expected about 80% / 10% / 10%.",
-            "draw one more uniform number u per chosen position: u < 0.8 -> [MASK], 0.8 <= u < 0.9 -> random id, else keep.",
+            "draw one more uniform number u per chosen "
+            "position: u < 0.8 -> [MASK], 0.8 <= u < 0.9 -> random id, else keep.",
         )
     if (c_in[c_in != mask_id] >= V).any():
         _fail(

@@ -26,7 +26,9 @@ def _weights(seed: int, rows: int = 6, cols: int = 40) -> torch.Tensor:
 
 @checker
 def check_absmax_quantize(quantize: Callable, dequantize: Callable) -> str:
-    """Check ``quantize(w) -> (q, scale)`` (int8, one absmax scale per row) and ``dequantize(q, scale)``."""
+    """Check ``quantize(w) -> (q, scale)`` (int8, one absmax scale per row) and ``dequantize(q,
+    scale)``.
+    """
     w = _weights(0)
     out = quantize(w.clone())
     if not (isinstance(out, tuple) and len(out) == 2):
@@ -35,7 +37,8 @@ def check_absmax_quantize(quantize: Callable, dequantize: Callable) -> str:
     if not isinstance(q, torch.Tensor) or q.dtype != torch.int8:
         _fail(
             f"q has dtype {getattr(q, 'dtype', type(q).__name__)}, expected torch.int8.",
-            "convert after rounding and clamping: torch.round(w / scale).clamp(-127, 127).to(torch.int8).",
+            "convert after rounding and clamping: torch.round(w "
+            "/ scale).clamp(-127, 127).to(torch.int8).",
         )
     if q.shape != w.shape:
         _fail(f"q has shape {tuple(q.shape)}, expected the weight's shape {tuple(w.shape)}.")
@@ -56,7 +59,8 @@ def check_absmax_quantize(quantize: Callable, dequantize: Callable) -> str:
     ):
         _fail(
             "the scale divides by the wrong number of levels.",
-            "the symmetric int8 range is -127..127, so scale = absmax / 127 (the largest weight maps to 127).",
+            "the symmetric int8 range is -127..127, so "
+            "scale = absmax / 127 (the largest weight maps to 127).",
         )
     if torch.allclose(scale, w.abs().amax(dim=0)[: w.shape[0]].unsqueeze(1) / 127, rtol=1e-5):
         _fail("the scales are per column.", "take the absmax over each row: amax(dim=1).")
@@ -93,21 +97,26 @@ def check_absmax_quantize(quantize: Callable, dequantize: Callable) -> str:
     if not torch.isfinite(back).all() or back.abs().max() != 0:
         _fail(
             "a row of zeros gives NaN or non-zero values after the round trip.",
-            "absmax is 0 there: use a scale of 1 for such rows, e.g. torch.where(absmax > 0, absmax / 127, 1).",
+            "absmax is 0 there: use a scale of 1 for such "
+            "rows, e.g. torch.where(absmax > 0, absmax / 127, 1).",
         )
     return "absmax_quantize / dequantize: correct, and every weight within scale/2."
 
 
 @checker
 def check_magnitude_mask(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> str:
-    """Check ``fn(w, sparsity)``: a boolean keep-mask removing the ``round(sparsity * numel)`` smallest ``|w|``."""
+    """Check ``fn(w, sparsity)``: a boolean keep-mask removing the ``round(sparsity * numel)``
+    smallest ``|w|``.
+    """
     w = _weights(1, rows=8, cols=50)
     for target in (0.1, 0.5, 0.73):
         mask = fn(w.clone(), target)
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
             _fail(
-                f"the mask has dtype {getattr(mask, 'dtype', type(mask).__name__)}, expected torch.bool.",
-                "True for the weights to keep; e.g. build it with torch.ones(..., dtype=torch.bool).",
+                f"the mask has dtype {getattr(mask, 'dtype', type(mask).__name__)}, "
+                "expected torch.bool.",
+                "True for the weights to keep; e.g. build "
+                "it with torch.ones(..., dtype=torch.bool).",
             )
         if mask.shape != w.shape:
             _fail(
@@ -118,12 +127,14 @@ def check_magnitude_mask(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> s
         removed = int((~mask).sum())
         if removed == w.numel() - k and removed != k:
             _fail(
-                f"at sparsity {target} you kept {int(mask.sum())} weights and removed {removed}: True and False are swapped.",
+                f"at sparsity {target} you kept {int(mask.sum())} "
+                f"weights and removed {removed}: True and False are swapped.",
                 "True means keep; remove (False) the smallest ones.",
             )
         if removed != k:
             _fail(
-                f"at sparsity {target} the mask removes {removed} of {w.numel()} weights, expected exactly {k}.",
+                f"at sparsity {target} the mask removes {removed} "
+                f"of {w.numel()} weights, expected exactly {k}.",
                 "remove k = round(sparsity * w.numel()) weights.",
             )
         order = torch.argsort(w.abs().flatten())
@@ -179,12 +190,14 @@ def check_obs_saliency(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor])
     out = fn(w.clone(), H.clone())
     if not isinstance(out, torch.Tensor) or out.shape != w.shape:
         _fail(
-            f"obs_saliency returned shape {tuple(getattr(out, 'shape', ()))}, expected {tuple(w.shape)}."
+            f"obs_saliency returned shape {tuple(getattr(out, 'shape', ()))}, "
+            f"expected {tuple(w.shape)}."
         )
     expected = w**2 / torch.linalg.inv(H).diagonal()
     if torch.allclose(out.double(), w**2 * H.diagonal(), rtol=1e-4):
         _fail(
-            "you used the diagonal of H, not of its inverse (that is Optimal Brain Damage's approximation).",
+            "you used the diagonal of H, not of its inverse "
+            "(that is Optimal Brain Damage's approximation).",
             "OBS divides by [H^-1]_qq: torch.linalg.inv(H).diagonal().",
         )
     if torch.allclose(out.double(), w**2 / H.diagonal(), rtol=1e-4):

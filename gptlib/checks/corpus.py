@@ -1,4 +1,5 @@
-"""Exercise checkers for chapter 7: the alphanumeric filter and the Jaccard similarity of shingles."""
+"""Exercise checkers for chapter 7: the alphanumeric filter and the Jaccard similarity of
+shingles."""
 
 from __future__ import annotations
 
@@ -38,13 +39,15 @@ def check_alphanumeric_share(fn: Callable[[str], float]) -> str:
             continue
         if math.isclose(got, 100 * want, abs_tol=1e-6):
             _fail(
-                f"alphanumeric_share({source!r}) = {got:.4g}: a percentage, expected a share {want:.4g}.",
+                f"alphanumeric_share({source!r}) = {got:.4g}: "
+                f"a percentage, expected a share {want:.4g}.",
                 "return a number between 0 and 1 (do not multiply by 100).",
             )
         letters = sum(c.isalpha() for c in source) / len(source)
         if math.isclose(got, letters, abs_tol=1e-9):
             _fail(
-                f"alphanumeric_share({source!r}) = {got:.4g}, expected {want:.4g}: digits are not counted.",
+                f"alphanumeric_share({source!r}) = {got:.4g}, "
+                f"expected {want:.4g}: digits are not counted.",
                 "count letters *and* digits: str.isalnum(), not str.isalpha().",
             )
         no_space = [c for c in source if not c.isspace()]
@@ -52,15 +55,18 @@ def check_alphanumeric_share(fn: Callable[[str], float]) -> str:
             got, sum(c.isalnum() for c in no_space) / len(no_space), abs_tol=1e-9
         ):
             _fail(
-                f"alphanumeric_share({source!r}) = {got:.4g}, expected {want:.4g}: whitespace is left out "
+                f"alphanumeric_share({source!r}) = {got:.4g}, "
+                f"expected {want:.4g}: whitespace is left out "
                 "of the denominator.",
                 "divide by len(source): every character counts, spaces and newlines too.",
             )
         ascii_only = sum(c.isascii() and c.isalnum() for c in source) / len(source)
         if math.isclose(got, ascii_only, abs_tol=1e-9):
             _fail(
-                f"alphanumeric_share({source!r}) = {got:.4g}, expected {want:.4g}: 'é' and 'ï' are letters too.",
-                "use str.isalnum(), which knows Unicode letters, rather than a check against string.ascii_letters.",
+                f"alphanumeric_share({source!r}) = {got:.4g}, "
+                f"expected {want:.4g}: 'é' and 'ï' are letters too.",
+                "use str.isalnum(), which knows Unicode letters, "
+                "rather than a check against string.ascii_letters.",
             )
         _fail(
             f"alphanumeric_share({source!r}) = {got!r}, expected {want:.4g}.",
@@ -117,7 +123,8 @@ def check_shingle_jaccard(fn: Callable[[str, str, int], float]) -> str:
                 got, inter / min(len(set(sa)), len(set(sb))), abs_tol=1e-9
             ) and not math.isclose(got, want):
                 _fail(
-                    f"jaccard({a!r}, {b!r}, k={k}) = {got:.4g}, expected {want:.4g}: you divided by the smaller set.",
+                    f"jaccard({a!r}, {b!r}, k={k}) = {got:.4g}, "
+                    f"expected {want:.4g}: you divided by the smaller set.",
                     "Jaccard divides the intersection by the *union*: |A & B| / |A | B|.",
                 )
             multi = sum(min(sa.count(s), sb.count(s)) for s in set(sa)) / (
@@ -125,7 +132,8 @@ def check_shingle_jaccard(fn: Callable[[str, str, int], float]) -> str:
             )
             if math.isclose(got, multi, abs_tol=1e-9):
                 _fail(
-                    f"jaccard({a!r}, {b!r}, k={k}) = {got:.4g}, expected {want:.4g}: repeated shingles counted twice.",
+                    f"jaccard({a!r}, {b!r}, k={k}) = {got:.4g}, "
+                    f"expected {want:.4g}: repeated shingles counted twice.",
                     "make *sets* of shingles: a shingle that occurs twice is still one element.",
                 )
             short = (
@@ -138,7 +146,8 @@ def check_shingle_jaccard(fn: Callable[[str, str, int], float]) -> str:
                 abs_tol=1e-9,
             ):
                 _fail(
-                    f"jaccard({a!r}, {b!r}, k={k}) = {got:.4g}, expected {want:.4g}: the last shingle is missing.",
+                    f"jaccard({a!r}, {b!r}, k={k}) = {got:.4g}, "
+                    f"expected {want:.4g}: the last shingle is missing.",
                     "a text of n tokens has n - k + 1 shingles: range(len(tokens) - k + 1).",
                 )
         chars = _reference_jaccard(" ".join(a), " ".join(b), k)
@@ -148,12 +157,14 @@ def check_shingle_jaccard(fn: Callable[[str, str, int], float]) -> str:
             and not math.isclose(chars, want)
         ):
             _fail(
-                f"jaccard({a!r}, {b!r}, k={k}) = {got:.4g}, expected {want:.4g}: shingles of characters, not tokens.",
+                f"jaccard({a!r}, {b!r}, k={k}) = {got:.4g}, "
+                f"expected {want:.4g}: shingles of characters, not tokens.",
                 "split with gptlib.data.code_tokens(text) first, then take windows of k tokens.",
             )
         _fail(
             f"jaccard({a!r}, {b!r}, k={k}) = {got!r}, expected {want:.4g}.",
-            "tokens = code_tokens(text); shingles = {tuple(tokens[i:i+k]) for i in range(len(tokens) - k + 1)} "
+            "tokens = code_tokens(text); shingles = {tuple(tokens[i:i+k]) "
+            "for i in range(len(tokens) - k + 1)} "
             "(or {tuple(tokens)} when there are fewer than k); then |A & B| / |A | B|.",
         )
     return "shingle Jaccard: correct."
@@ -176,7 +187,8 @@ def check_minhash_signature(fn: Callable) -> str:
     if got.shape != want.shape:
         _fail(
             f"signature shape {got.shape}, expected {want.shape}: one number per hash function.",
-            "take the minimum over the hashes (axis 0 of a (len(hashes), len(a)) array), not over the functions.",
+            "take the minimum over the hashes (axis 0 of "
+            "a (len(hashes), len(a)) array), not over the functions.",
         )
     if np.array_equal(got.astype(np.uint64), want):
         one = np.array([5], dtype=np.uint64)
@@ -199,7 +211,8 @@ def check_minhash_signature(fn: Callable) -> str:
     ):
         _fail(
             "the values are not reduced modulo P = 2**31 - 1.",
-            "without the modulo, a * h + b keeps the order of h: every function picks the same smallest shingle.",
+            "without the modulo, a * h + b keeps the order "
+            "of h: every function picks the same smallest shingle.",
         )
     if np.array_equal(got.astype(np.uint64), hashes.min() * np.ones_like(want)):
         _fail(

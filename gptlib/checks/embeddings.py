@@ -1,4 +1,5 @@
 """Exercise checkers for chapter 10 (contrastive embeddings, adapters, fusion, metrics)."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -8,8 +9,14 @@ import torch.nn.functional as F
 
 from gptlib.checks import _fail, check_close
 
-__all__ = ["check_info_nce", "check_recall_at_k", "check_mrr", "check_rrf",
-           "check_low_rank_adapter", "check_batch_info_nce"]
+__all__ = [
+    "check_info_nce",
+    "check_recall_at_k",
+    "check_mrr",
+    "check_rrf",
+    "check_low_rank_adapter",
+    "check_batch_info_nce",
+]
 
 
 def _reference_info_nce(x: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
@@ -38,8 +45,10 @@ def check_info_nce(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tenso
         if not isinstance(out, torch.Tensor):
             _fail(f"info_nce returned {type(out).__name__}, expected a torch.Tensor (a scalar).")
         if out.numel() != 1:
-            _fail(f"info_nce returned shape {tuple(out.shape)}, expected a scalar (the mean loss).",
-                  "average the cross entropy over the batch (F.cross_entropy does by default).")
+            _fail(
+                f"info_nce returned shape {tuple(out.shape)}, expected a scalar (the mean loss).",
+                "average the cross entropy over the batch (F.cross_entropy does by default).",
+            )
         want = _reference_info_nce(x, y, scale)
         got = out.double().reshape(())
         if torch.isclose(got, want, atol=1e-6):
@@ -49,23 +58,32 @@ def check_info_nce(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tenso
         one_way = F.cross_entropy(logits, labels)
         other_way = F.cross_entropy(logits.T, labels)
         if torch.isclose(got, one_way, atol=1e-6) or torch.isclose(got, other_way, atol=1e-6):
-            _fail("your loss is only one direction (x -> y or y -> x).",
-                  "symmetric InfoNCE averages both: "
-                  "(CE(logits, labels) + CE(logits.T, labels)) / 2.")
+            _fail(
+                "your loss is only one direction (x -> y or y -> x).",
+                "symmetric InfoNCE averages both: (CE(logits, labels) + CE(logits.T, labels)) / 2.",
+            )
         unscaled = _reference_info_nce(x, y, 1.0)
         if scale != 1.0 and torch.isclose(got, unscaled, atol=1e-6):
-            _fail("the loss ignores the scale (the inverse temperature).",
-                  "multiply the similarities by scale before the softmax: "
-                  "logits = scale * x @ y.T.")
+            _fail(
+                "the loss ignores the scale (the inverse temperature).",
+                "multiply the similarities by scale before the softmax: logits = scale * x @ y.T.",
+            )
         if torch.isclose(got, want * B, atol=1e-5) or torch.isclose(got, want * 2 * B, atol=1e-5):
-            _fail("the loss is summed, not averaged, over the batch.",
-                  "take the mean over the B rows.")
+            _fail(
+                "the loss is summed, not averaged, over the batch.",
+                "take the mean over the B rows.",
+            )
         if torch.isclose(got, want * 2, atol=1e-6):
-            _fail("the loss is the sum of the two directions, not their mean.",
-                  "divide the sum by 2.")
-        check_close(got, want, f"info_nce with B={B}, scale={scale}", atol=1e-6,
-                    hint="logits[i, j] = scale * <x_i, y_j>; "
-                    "the right 'class' of row i is column i.")
+            _fail(
+                "the loss is the sum of the two directions, not their mean.", "divide the sum by 2."
+            )
+        check_close(
+            got,
+            want,
+            f"info_nce with B={B}, scale={scale}",
+            atol=1e-6,
+            hint="logits[i, j] = scale * <x_i, y_j>; the right 'class' of row i is column i.",
+        )
     return "info_nce: correct (equal to a loop over the batch, both directions, any scale)."
 
 
@@ -97,19 +115,27 @@ def check_recall_at_k(fn: Callable[[torch.Tensor, torch.Tensor, int], float]) ->
             want = float((ranks <= k).double().mean())
             if abs(got - want) < 1e-6:
                 continue
-            if abs(got - float((ranks <= k + 1).double().mean())) < 1e-6 or \
-                    abs(got - float((ranks < k).double().mean())) < 1e-6:
-                _fail(f"recall@{k} is off by one position ({got:.3f}, expected {want:.3f}).",
-                      "rank 1 is the best; the answer counts if its rank is <= k.")
+            if (
+                abs(got - float((ranks <= k + 1).double().mean())) < 1e-6
+                or abs(got - float((ranks < k).double().mean())) < 1e-6
+            ):
+                _fail(
+                    f"recall@{k} is off by one position ({got:.3f}, expected {want:.3f}).",
+                    "rank 1 is the best; the answer counts if its rank is <= k.",
+                )
             optimistic = (scores > scores.gather(1, targets[:, None])).sum(1) + 1
             if abs(got - float((optimistic <= k).double().mean())) < 1e-6:
-                _fail(f"recall@{k} counts ties in the answer's favour ({got:.3f}, "
-                      f"expected {want:.3f}).",
-                      "a candidate scoring the same as the answer must rank above it: "
-                      "count scores >= the answer's score.")
-            _fail(f"recall@{k} = {got:.4f}, expected {want:.4f}.",
-                  "for each query, rank = number of candidates scoring >= the right one; "
-                  "recall@k = mean(rank <= k).")
+                _fail(
+                    f"recall@{k} counts ties in the answer's favour ({got:.3f}, "
+                    f"expected {want:.3f}).",
+                    "a candidate scoring the same as the answer must rank above it: "
+                    "count scores >= the answer's score.",
+                )
+            _fail(
+                f"recall@{k} = {got:.4f}, expected {want:.4f}.",
+                "for each query, rank = number of candidates scoring >= the right one; "
+                "recall@k = mean(rank <= k).",
+            )
     return "recall@k: correct (including ties)."
 
 
@@ -123,17 +149,24 @@ def check_mrr(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> str:
         if abs(got - want) < 1e-6:
             continue
         if got != got or got == float("inf"):
-            _fail("MRR is NaN or infinite: a rank of 0 slipped in.",
-                  "ranks are 1-based: the best answer has rank 1.")
+            _fail(
+                "MRR is NaN or infinite: a rank of 0 slipped in.",
+                "ranks are 1-based: the best answer has rank 1.",
+            )
         optimistic = (scores > scores.gather(1, targets[:, None])).sum(1) + 1
         if abs(got - float((1.0 / optimistic.double()).mean())) < 1e-6:
-            _fail(f"MRR counts ties in the answer's favour ({got:.4f}, expected {want:.4f}).",
-                  "count the candidates scoring >= the right one (including itself) as its rank.")
+            _fail(
+                f"MRR counts ties in the answer's favour ({got:.4f}, expected {want:.4f}).",
+                "count the candidates scoring >= the right one (including itself) as its rank.",
+            )
         if abs(got - float((1.0 / (ranks.double() + 1)).mean())) < 1e-6:
-            _fail("MRR uses rank + 1.",
-                  "the rank already counts the answer itself; rank 1 gives 1/1.")
-        _fail(f"MRR = {got:.4f}, expected {want:.4f}.",
-              "MRR = mean over queries of 1 / rank of the right answer.")
+            _fail(
+                "MRR uses rank + 1.", "the rank already counts the answer itself; rank 1 gives 1/1."
+            )
+        _fail(
+            f"MRR = {got:.4f}, expected {want:.4f}.",
+            "MRR = mean over queries of 1 / rank of the right answer.",
+        )
     return "MRR: correct (including ties)."
 
 
@@ -151,24 +184,32 @@ def check_rrf(fn: Callable) -> str:
     """``fn(matrices, k)``: reciprocal rank fusion of a list of ``(Q, N)`` score matrices."""
     g = torch.Generator().manual_seed(13)
     for n_sys, Q, N, k in [(2, 3, 5, 60.0), (3, 4, 7, 1.0), (1, 2, 4, 10.0)]:
-        mats = [torch.randn(Q, N, generator=g) * (10.0 ** i) for i in range(n_sys)]
+        mats = [torch.randn(Q, N, generator=g) * (10.0**i) for i in range(n_sys)]
         got = torch.as_tensor(fn([m.clone() for m in mats], k)).double()
         if got.shape != (Q, N):
-            _fail(f"the fused scores have shape {tuple(got.shape)}, expected {(Q, N)}.",
-                  "one fused score per (query, candidate).")
+            _fail(
+                f"the fused scores have shape {tuple(got.shape)}, expected {(Q, N)}.",
+                "one fused score per (query, candidate).",
+            )
         want = _reference_rrf(mats, k)
         if torch.allclose(got, want, atol=1e-9):
             continue
         if torch.allclose(got, _reference_rrf(mats, k - 1), atol=1e-9):
             _fail("the ranks start at 0.", "the best candidate has rank 1: 1 / (k + 1).")
         if torch.allclose(got, _reference_rrf([-m for m in mats], k), atol=1e-9):
-            _fail("the ranks are reversed: the lowest score got rank 1.",
-                  "sort by score in descending order (the highest score is rank 1).")
+            _fail(
+                "the ranks are reversed: the lowest score got rank 1.",
+                "sort by score in descending order (the highest score is rank 1).",
+            )
         if torch.allclose(got, sum(m.double() for m in mats), atol=1e-6):
-            _fail("you added the scores, not reciprocal ranks.",
-                  "turn each system's scores into ranks first; fusion only uses the ranks.")
-        _fail(f"fused scores differ from 1 / (k + rank) summed over systems (k={k}).",
-              "for each system and query: rank 1 = highest score; add 1 / (k + rank).")
+            _fail(
+                "you added the scores, not reciprocal ranks.",
+                "turn each system's scores into ranks first; fusion only uses the ranks.",
+            )
+        _fail(
+            f"fused scores differ from 1 / (k + rank) summed over systems (k={k}).",
+            "for each system and query: rank 1 = highest score; add 1 / (k + rank).",
+        )
     return "reciprocal rank fusion: correct (any scale of scores, any number of systems)."
 
 
@@ -183,20 +224,28 @@ def check_low_rank_adapter(cls: Callable) -> str:
     x = torch.randn(7, dim)
     out = model(x)
     if out.shape != x.shape:
-        _fail(f"output shape {tuple(out.shape)}, expected {tuple(x.shape)}: "
-              "the adapter keeps the size.")
+        _fail(
+            f"output shape {tuple(out.shape)}, expected {tuple(x.shape)}: "
+            "the adapter keeps the size."
+        )
     n_params = sum(p.numel() for p in model.parameters())
     if n_params != 2 * dim * rank:
-        _fail(f"{n_params} parameters, expected 2 * dim * rank = {2 * dim * rank}.",
-              "A is (dim, rank) and B is (rank, dim); no other parameters.")
+        _fail(
+            f"{n_params} parameters, expected 2 * dim * rank = {2 * dim * rank}.",
+            "A is (dim, rank) and B is (rank, dim); no other parameters.",
+        )
     if not torch.allclose(out, x, atol=1e-6):
-        _fail("an untrained adapter changes its input.",
-              "start B at zero so that x + (x A) B = x: training starts from the pre-trained "
-              "embedding (zero-shot) and moves away only as far as the data asks.")
+        _fail(
+            "an untrained adapter changes its input.",
+            "start B at zero so that x + (x A) B = x: training starts from the pre-trained "
+            "embedding (zero-shot) and moves away only as far as the data asks.",
+        )
     (out * torch.randn(7, dim)).sum().backward()
     if all(p.grad is None or not p.grad.abs().sum() for p in model.parameters()):
-        _fail("no parameter gets a gradient at the start: it would never train.",
-              "start B at zero but A random (if both are zero, both gradients are zero).")
+        _fail(
+            "no parameter gets a gradient at the start: it would never train.",
+            "start B at zero but A random (if both are zero, both gradients are zero).",
+        )
     with torch.no_grad():
         for p in model.parameters():
             p.normal_()
@@ -217,7 +266,7 @@ def _reference_batch_info_nce(q, c, batch_size, scale):
     losses = []
     labels = torch.arange(batch_size)
     for start in range(0, q.shape[0] - batch_size + 1, batch_size):
-        x, y = q[start:start + batch_size], c[start:start + batch_size]
+        x, y = q[start : start + batch_size], c[start : start + batch_size]
         logits = scale * x @ y.T
         losses.append((F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2)
     return torch.stack(losses).mean()
@@ -226,7 +275,7 @@ def _reference_batch_info_nce(q, c, batch_size, scale):
 def _with_remainder(q, c, batch_size, scale):
     losses = []
     for start in range(0, q.shape[0], batch_size):
-        x, y = q[start:start + batch_size], c[start:start + batch_size]
+        x, y = q[start : start + batch_size], c[start : start + batch_size]
         labels = torch.arange(x.shape[0])
         logits = scale * x @ y.T
         losses.append((F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2)
@@ -245,11 +294,18 @@ def check_batch_info_nce(fn: Callable) -> str:
         if torch.isclose(got, want, atol=1e-6):
             continue
         if torch.isclose(got, _reference_batch_info_nce(q, c, n, scale), atol=1e-6):
-            _fail("you scored all rows as one batch.",
-                  "cut q and c into consecutive batches of batch_size rows; average their losses.")
+            _fail(
+                "you scored all rows as one batch.",
+                "cut q and c into consecutive batches of batch_size rows; average their losses.",
+            )
         if n % bs and torch.isclose(got, _with_remainder(q, c, bs, scale), atol=1e-6):
-            _fail("the last, incomplete batch is included.",
-                  "drop it: a smaller batch has fewer negatives, so its loss is not comparable.")
-        _fail(f"batch InfoNCE = {float(got):.4f}, expected {float(want):.4f} (n={n}, "
-              f"batch_size={bs}).", "drop the last incomplete batch; both directions; times scale.")
+            _fail(
+                "the last, incomplete batch is included.",
+                "drop it: a smaller batch has fewer negatives, so its loss is not comparable.",
+            )
+        _fail(
+            f"batch InfoNCE = {float(got):.4f}, expected {float(want):.4f} (n={n}, "
+            f"batch_size={bs}).",
+            "drop the last incomplete batch; both directions; times scale.",
+        )
     return "batched InfoNCE: correct."

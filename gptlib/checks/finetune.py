@@ -15,7 +15,8 @@ __all__ = ["check_mean_pool", "check_gpt1_loss", "check_mean_and_sem"]
 
 @checker
 def check_mean_pool(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> str:
-    """``mean_pool(h, mask)``: average of ``h`` ``(B, T, C)`` over the real positions of ``mask``."""
+    """``mean_pool(h, mask)``: average of ``h`` ``(B, T, C)`` over the real positions of
+    ``mask``."""
     from gptlib.heads import pool_hidden
 
     g = torch.Generator().manual_seed(0)
@@ -32,17 +33,20 @@ def check_mean_pool(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) ->
         )
     if not isinstance(got, torch.Tensor):
         _fail(
-            f"mean_pool returned {type(got).__name__}, expected a tensor of shape (B, C) = {tuple(expected.shape)}."
+            f"mean_pool returned {type(got).__name__}, expected "
+            f"a tensor of shape (B, C) = {tuple(expected.shape)}."
         )
     if got.shape != expected.shape:
         _fail(
-            f"mean_pool returned shape {tuple(got.shape)}, expected (B, C) = {tuple(expected.shape)}.",
+            f"mean_pool returned shape {tuple(got.shape)}, "
+            f"expected (B, C) = {tuple(expected.shape)}.",
             "average over dim=1 (the positions), one vector per sequence.",
         )
     if torch.allclose(got, h.mean(1), atol=1e-5):
         _fail(
             "mean_pool averages over the padding positions too (it equals h.mean(1)).",
-            "multiply by the mask before summing, and divide by the number of real tokens, mask.sum(1).",
+            "multiply by the mask before summing, and divide "
+            "by the number of real tokens, mask.sum(1).",
         )
     if torch.allclose(got, (h * mask[..., None]).sum(1) / h.shape[1], atol=1e-5):
         _fail(
@@ -67,7 +71,8 @@ def _reference_gpt1_loss(cls_logits, labels, lm_logits, ids, lam):
 
 @checker
 def check_gpt1_loss(fn: Callable[..., torch.Tensor]) -> str:
-    """``gpt1_loss(cls_logits, labels, lm_logits, ids, lam)`` = ``CE(cls) + lam * next-token CE``."""
+    """``gpt1_loss(cls_logits, labels, lm_logits, ids, lam)`` = ``CE(cls) + lam * next-token
+    CE``."""
     g = torch.Generator().manual_seed(0)
     B, T, V, K = 3, 7, 11, 4
     cls_logits = torch.randn(B, K, generator=g)
@@ -82,19 +87,22 @@ def check_gpt1_loss(fn: Callable[..., torch.Tensor]) -> str:
         except Exception as err:  # noqa: BLE001
             _fail(
                 f"gpt1_loss(..., lam={lam}) raised {type(err).__name__}: {err}",
-                "F.cross_entropy wants (N, classes) logits and (N,) targets: reshape the LM logits.",
+                "F.cross_entropy wants (N, classes) logits "
+                "and (N,) targets: reshape the LM logits.",
             )
         got = torch.as_tensor(got)
         if got.dim() != 0:
             _fail(
-                f"gpt1_loss returned shape {tuple(got.shape)}; a loss is one number (a 0-d tensor).",
+                f"gpt1_loss returned shape {tuple(got.shape)}; "
+                "a loss is one number (a 0-d tensor).",
                 "average over the batch and the positions.",
             )
         if abs(float(got) - float(expected)) <= 1e-4:
             continue
         if lam == 0.0:
             _fail(
-                f"with lam=0 the loss must be the classification loss alone ({float(cls_only):.4f}); "
+                "with lam=0 the loss must be the classification "
+                f"loss alone ({float(cls_only):.4f}); "
                 f"got {float(got):.4f}.",
                 "lam multiplies the LM term only: L = L_cls + lam * L_lm.",
             )
@@ -112,25 +120,29 @@ def check_gpt1_loss(fn: Callable[..., torch.Tensor]) -> str:
         )
         if abs(float(got) - float(swapped)) < 1e-4:
             _fail(
-                "lam multiplies the classification loss; in GPT-1 it weights the auxiliary LM loss.",
+                "lam multiplies the classification loss; "
+                "in GPT-1 it weights the auxiliary LM loss.",
                 "L = L_cls + lam * L_lm.",
             )
         _fail(
             f"gpt1_loss(..., lam={lam}) = {float(got):.4f}, expected {float(expected):.4f}.",
-            "L = cross_entropy(cls_logits, labels) + lam * cross_entropy(next-token logits, next tokens).",
+            "L = cross_entropy(cls_logits, labels) + lam "
+            "* cross_entropy(next-token logits, next tokens).",
         )
     probe = torch.randn(B, K, requires_grad=True)
     loss = fn(probe, labels, lm_logits, ids, 0.5)
     if not torch.as_tensor(loss).requires_grad:
         _fail(
-            "the loss does not carry gradients back to the logits (did you call .item() or detach?)."
+            "the loss does not carry gradients back to "
+            "the logits (did you call .item() or detach?)."
         )
     return "gpt1_loss: L = L_cls + lam * L_lm, with next-token targets."
 
 
 @checker
 def check_mean_and_sem(fn: Callable[[Sequence[float]], tuple[float, float]]) -> str:
-    """``mean_and_sem(values)`` -> ``(mean, standard error of the mean)`` with the n - 1 estimator."""
+    """``mean_and_sem(values)`` -> ``(mean, standard error of the mean)`` with the n - 1
+    estimator."""
     cases = [[0.5, 0.6, 0.7], [0.25, 0.25, 0.5, 0.75, 0.3], [0.9, 0.1]]
     for values in cases:
         n = len(values)
@@ -150,14 +162,16 @@ def check_mean_and_sem(fn: Callable[[Sequence[float]], tuple[float, float]]) -> 
             continue
         if abs(got_sem - sd) < 1e-9:
             _fail(
-                f"mean_and_sem({values}) returned the standard deviation ({sd:.4f}), not the standard "
+                f"mean_and_sem({values}) returned the standard "
+                f"deviation ({sd:.4f}), not the standard "
                 f"error of the mean ({sem:.4f}).",
                 "divide the standard deviation by sqrt(n).",
             )
         sd0 = math.sqrt(sum((v - mean) ** 2 for v in values) / n)
         if abs(got_sem - sd0 / math.sqrt(n)) < 1e-9 or abs(got_sem - sd0) < 1e-9:
             _fail(
-                f"mean_and_sem({values}): the spread uses 1/n; with a handful of seeds use the unbiased "
+                f"mean_and_sem({values}): the spread uses "
+                "1/n; with a handful of seeds use the unbiased "
                 f"1/(n - 1) estimator (expected {sem:.4f}).",
                 "statistics.stdev, or numpy's std(ddof=1).",
             )

@@ -38,7 +38,8 @@ def check_min_p_filter(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> str
             _fail(f"min_p_filter returned {type(out).__name__}, expected a torch.Tensor of logits.")
         if out.shape != logits.shape:
             _fail(
-                f"min_p_filter(logits of shape {tuple(logits.shape)}) returned shape {tuple(out.shape)}.",
+                f"min_p_filter(logits of shape {tuple(logits.shape)}) "
+                f"returned shape {tuple(out.shape)}.",
                 "filter each row over the last dimension and keep the shape.",
             )
         expected = _min_p_reference(logits, min_p)
@@ -53,15 +54,18 @@ def check_min_p_filter(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> str
         removed_as_zero = ((out == 0) & ~kept_ref).any()
         if removed_as_zero and not (~kept).any():
             _fail(
-                "removed tokens have logit 0, not -inf: after the softmax they still get probability.",
+                "removed tokens have logit 0, not -inf: after "
+                "the softmax they still get probability.",
                 "use logits.masked_fill(mask, float('-inf')).",
             )
         probs = torch.softmax(logits, -1)
         absolute = logits.masked_fill(probs < min_p, float("-inf"))
         if torch.equal(kept, torch.isfinite(absolute)):
             _fail(
-                f"with min_p={min_p} you kept the tokens with probability >= {min_p}: an absolute threshold.",
-                "min-p is relative: the threshold is min_p * (probability of the most likely token).",
+                f"with min_p={min_p} you kept the tokens with "
+                f"probability >= {min_p}: an absolute threshold.",
+                "min-p is relative: the threshold is min_p "
+                "* (probability of the most likely token).",
             )
         on_logits = logits.masked_fill(
             logits < min_p * logits.max(-1, keepdim=True).values, float("-inf")
@@ -79,7 +83,8 @@ def check_min_p_filter(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> str
     return "min_p_filter: correct."
 
 
-# ----------------------------------------------------------------------------- greedy decoding with a KV cache
+# ----------------------------------------------------------------------------- greedy decoding with
+# a KV cache
 
 
 def _tiny_gpt(seed: int = 0):
@@ -135,15 +140,20 @@ def check_greedy_decode(fn: Callable[[torch.nn.Module, torch.Tensor, int], torch
         )
     if len(calls) > 1 and max(calls[1:]) > 1:
         _fail(
-            f"the tokens are right, but the model was called with sequences of length {calls[:6]}...: "
+            "the tokens are right, but the model was called "
+            f"with sequences of length {calls[:6]}...: "
             "the whole sequence is recomputed at every step.",
             "create cache = model.new_kv_cache(), call model(idx, kv_cache=cache) once, then "
             "model(next_token[:, None], kv_cache=cache) for each new token.",
         )
-    return "greedy_decode: same tokens as gptlib.sampling.generate, one token per step with the KV cache."
+    return (
+        "greedy_decode: same tokens as gptlib.sampling.generate, one token per step with the KV "
+        "cache."
+    )
 
 
-# ----------------------------------------------------------------------------- answer log-probability
+# ----------------------------------------------------------------------------- answer log-
+# probability
 
 
 @checker
@@ -167,7 +177,8 @@ def check_answer_logprob(fn: Callable[..., float]) -> str:
             continue
         if got > 0 and math.isclose(math.log(got), want, abs_tol=1e-4):
             _fail(
-                f"for ({prompt!r}, {answer!r}) you returned a probability ({got:.3g}), not its log.",
+                f"for ({prompt!r}, {answer!r}) you returned "
+                f"a probability ({got:.3g}), not its log.",
                 "sum log-probabilities: torch.log_softmax(logits, -1).",
             )
         n = len(tokenizer.encode(answer))

@@ -12,7 +12,8 @@ __all__ = ["check_merge", "check_bpe_encode", "check_chinese_tokenizer", "check_
 
 Pair = tuple[int, int]
 
-#: A few public-domain lines (Hamlet, Julius Caesar, Macbeth) that the checkers train on and test with.
+#: A few public-domain lines (Hamlet, Julius Caesar, Macbeth) that the checkers train on and test
+#: with.
 _ENGLISH = (
     "To be, or not to be, that is the question:\n"
     "Whether 'tis nobler in the mind to suffer\n"
@@ -147,15 +148,16 @@ def check_bpe_encode(fn: Callable[[str, list[tuple[Pair, int]]], list[int]]) -> 
                 same_text = False
             if not same_text:
                 hint = (
-                    "your ids do not even spell the word: merging (a, b) must replace the two ids by "
+                    "your ids do not even spell the word: merging "
+                    "(a, b) must replace the two ids by "
                     "the merge's new id, and nothing else. " + hint
                 )
             elif len(got) > len(expected):
                 hint = "too few merges were applied. " + hint
             else:
                 hint = (
-                    "the ids spell the word, but it is split differently: the order of merges matters. "
-                    + hint
+                    "the ids spell the word, but it is split "
+                    "differently: the order of merges matters. " + hint
                 )
             _fail(
                 f"bpe_encode({word!r}) gave {got} {show(got)}, ByteBPE gives {expected} "
@@ -187,7 +189,8 @@ def check_chinese_tokenizer(
             )
         if back != text:
             _fail(
-                f"decode(encode(text)) does not give the text back for {text[:20]!r}: got {back[:20]!r}."
+                "decode(encode(text)) does not give the text "
+                f"back for {text[:20]!r}: got {back[:20]!r}."
             )
     n_zh = len(tokenizer.encode(sentence))
     n_bytes = len(sentence.encode("utf-8"))
@@ -195,13 +198,15 @@ def check_chinese_tokenizer(
         _fail(
             f"{sentence!r} ({len(sentence)} characters, {n_bytes} UTF-8 bytes) still costs {n_zh} "
             f"tokens; aim for at most one token per character ({len(sentence)}).",
-            "merges are learned from frequent pairs in the *training text*: put Chinese text in it, "
+            "merges are learned from frequent pairs in "
+            "the *training text*: put Chinese text in it, "
             "often enough that its byte pairs win merges.",
         )
     english_ratio = len(_ENGLISH.encode("utf-8")) / len(tokenizer.encode(_ENGLISH))
     if english_ratio < 1.5:
         _fail(
-            f"English compresses to only {english_ratio:.2f} bytes per token (a Shakespeare-trained "
+            f"English compresses to only {english_ratio:.2f} "
+            "bytes per token (a Shakespeare-trained "
             "BPE of this size gets well above 1.5).",
             "keep English (e.g. the Shakespeare training plays) in the training text too: the "
             "vocabulary has to serve both languages.",
@@ -234,17 +239,24 @@ def check_domain_compression(fn: Callable, prediction, tokenizer, plays: str, co
             _fail(f"bytes_per_token returned {type(got).__name__}, expected one number.")
         got = float(got)
         if abs(got - 1 / expected) < 1e-6 * max(1.0, 1 / expected) and abs(got - expected) > 1e-6:
-            _fail(f"on the {name} you return tokens per byte ({got:.3f}), the inverse of bytes per token.",
-                  "divide the number of UTF-8 bytes by the number of tokens.")
+            _fail(
+                f"on the {name} you return tokens per byte "
+                f"({got:.3f}), the inverse of bytes per token.",
+                "divide the number of UTF-8 bytes by the number of tokens.",
+            )
         if abs(got - expected) > 1e-6 * max(1.0, expected):
-            _fail(f"on the {name} bytes_per_token gives {got:.3f}, expected {expected:.3f}.",
-                  "count bytes with len(text.encode('utf-8')) (not characters), tokens with "
-                  "len(tokenizer.encode(text)).")
+            _fail(
+                f"on the {name} bytes_per_token gives {got:.3f}, expected {expected:.3f}.",
+                "count bytes with len(text.encode('utf-8')) (not characters), tokens with "
+                "len(tokenizer.encode(text)).",
+            )
         measured[name] = expected
     winner = max(measured, key=measured.get)
     shown = f"plays {measured['plays']:.2f}, code {measured['code']:.2f} bytes per token"
     if prediction != winner:
-        _fail(f"you predicted '{prediction}', the measurement says '{winner}' ({shown}).",
-              "merges are learned from frequent pairs of the training text: they fit the text "
-              "they were learned on.")
+        _fail(
+            f"you predicted '{prediction}', the measurement says '{winner}' ({shown}).",
+            "merges are learned from frequent pairs of the training text: they fit the text "
+            "they were learned on.",
+        )
     return f"domain compression: {shown}; your prediction '{prediction}' was right."

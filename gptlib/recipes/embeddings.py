@@ -62,8 +62,14 @@ def _versions(packages) -> dict[str, str]:
 def run(ctx: RecipeContext) -> None:
     from gptlib.codesearch import code_search_pairs, outside_pairs
     from gptlib.embeddings import load_minilm, minilm_vectors, train_adapter
-    from gptlib.retrieval import (BM25Retriever, TfidfRetriever, paired_bootstrap,
-                                  ranks_of_targets, reciprocal_rank_fusion, retrieval_metrics)
+    from gptlib.retrieval import (
+        BM25Retriever,
+        TfidfRetriever,
+        paired_bootstrap,
+        ranks_of_targets,
+        reciprocal_rank_fusion,
+        retrieval_metrics,
+    )
 
     s = ctx.settings
     torch.manual_seed(0)

@@ -59,6 +59,12 @@ def _train(settings: dict, mixture: dict, n_layer: int, n_embd: int, seed: int, 
         # look a fixed distance back, which the lookup circuit needs, are quick to find
         with torch.no_grad():
             model.wpe.weight.copy_(sinusoids(*model.wpe.weight.shape) * 0.02 * 2**0.5)
+    if settings.get("embed_std"):
+        # unit-scale embeddings let attention sharpen from the first steps (see
+        # gptlib.induction.AttnOnlyConfig.embed_std): the lookup circuit forms far sooner
+        with torch.no_grad():
+            torch.nn.init.normal_(model.wte.weight, std=settings["embed_std"])
+            torch.nn.init.normal_(model.wpe.weight, std=settings["embed_std"])
     batches = icl.icl_batch_fn(tokenizer, cfg.batch_size, cfg.block_size, mixture)
     shots = [k for k in KSHOT_PROBE if 4 * (k + 1) + 1 <= settings["block_size"]]
 
