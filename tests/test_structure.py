@@ -139,3 +139,16 @@ def test_api_page_lists_every_module():
     proc = subprocess.run([sys.executable, str(root / "scripts" / "make_api_page.py"), "--check"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_chapter_code_fits_the_page():
+    """Code lines of at most 88 characters: longer ones hide behind a scroll bar on the site."""
+    import subprocess
+    import sys
+
+    root = PACKAGE.parent
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "format_chapters.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, (
+        "chapter code longer than 88 characters (run python scripts/format_chapters.py):\n"
+        + proc.stdout)
