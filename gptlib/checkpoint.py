@@ -54,8 +54,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-# re-exported: callers meet these errors and checks through this module
-from gptlib.statedict import (
+# Still importable from here (callers meet these errors and checks through this module), but
+# documented once, in gptlib.statedict: names re-exported in __all__ would be described twice.
+from gptlib.statedict import (  # noqa: F401
     CheckpointError,
     CheckpointMismatchError,
     check_state_dict,
@@ -64,16 +65,11 @@ from gptlib.statedict import (
 )
 
 __all__ = [
-    "CheckpointError",
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_paths",
     "save_model",
     "load_model",
-    "load_state_dict_checked",
-    "check_state_dict",
-    "unwrap_model",
-    "CheckpointMismatchError",
     "encode_bytes_tensor",
     "decode_bytes_tensor",
 ]
