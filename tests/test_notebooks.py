@@ -3,7 +3,9 @@
 Each chapter runs in its own pytest subprocess (``--nbval-lax``: every cell must run without
 error; the chapter's check cells assert its facts; cells tagged ``raises-exception`` must
 raise). With pytest-xdist the chapters are spread over the CPU cores. A failing chapter
-shows nbval's report: the failing cell and its traceback.
+shows nbval's report: the failing cell and its traceback. With ``GPTLIB_EXECUTED_DIR`` set (as
+``make test`` does), each chapter that passes is also kept there with its outputs, and
+``make book`` files it in the site's cache instead of executing the chapter again.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import jupytext
 import pytest
 from conftest import threads_per_worker
 
-CHAPTERS = Path(__file__).resolve().parent.parent / "chapters"
+TESTS = Path(__file__).resolve().parent
+CHAPTERS = TESTS.parent / "chapters"
 SOURCES = sorted(CHAPTERS.glob("[0-9][0-9]_*.md")) + [CHAPTERS / "_template.md"]
 FAST_BUDGET_S = 90  # DESIGN: every chapter runs in <= 90 s in fast mode on 2 cores
 
@@ -31,10 +34,17 @@ def test_chapter_runs(source: Path, tmp_path: Path):
     env = dict(os.environ, GPTLIB_FAST="1", GPTLIB_STATIC="1", PYTHONHASHSEED="0")
     env.pop("MPLBACKEND", None)  # the kernel must use its inline backend, as in JupyterLab
     env.setdefault("OMP_NUM_THREADS", str(threads_per_worker()))
+    record = []  # keep the executed chapter for the site build (see tests/nbval_record.py)
+    if os.environ.get("GPTLIB_EXECUTED_DIR"):
+        executed = Path(os.environ["GPTLIB_EXECUTED_DIR"])
+        executed.mkdir(parents=True, exist_ok=True)
+        env["GPTLIB_EXECUTED_OUT"] = str(executed.resolve() / ipynb.name)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+        record = ["-p", "nbval_record"]
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "--current-env",
-         "--nbval-cell-timeout=900", "-p", "no:cacheprovider", "-p", "no:xdist", "-q",
+         "--nbval-cell-timeout=900", "-p", "no:cacheprovider", "-p", "no:xdist", *record, "-q",
          str(ipynb)],
         cwd=tmp_path, env=env, capture_output=True, text=True,
     )
