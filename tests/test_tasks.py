@@ -135,6 +135,24 @@ def test_shakespeare_tasks_dataset(dataset):
     assert any(other[1].get(t) not in (None, train[t]) for t in train)
 
 
+def test_the_cached_mixed_plays_are_what_mixing_gives(tmp_path, monkeypatch):
+    """The disk cache of the mixed plays returns exactly a fresh mix (checked on two plays:
+    the generator of each play is seeded from its title, so plays mix independently)."""
+    from gptlib.data import datasets
+    from gptlib.data.corpora import shakespeare_plays
+
+    monkeypatch.setenv("GPTLIB_CACHE", str(tmp_path))
+    plays = shakespeare_plays()
+    titles = list(plays)[:2]
+    for attempt in ("computed", "read back"):
+        cached = datasets._cached_mixed_plays(3, 0.5, 4)
+        assert list(cached) == list(plays), attempt
+        for title in titles:
+            fresh = mix_tasks(plays[title], list(TASKS.values()), random.Random(f"tasks/3/{title}"), 0.5, 4)
+            assert cached[title] == fresh, attempt
+    assert len(list(tmp_path.glob("*-tasks-s3-r0.5-m4-*.json"))) == 1
+
+
 def test_train_val_tokens_knows_the_dataset():
     from gptlib.data import train_val_tokens
 

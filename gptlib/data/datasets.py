@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
 import string
+import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -45,6 +50,30 @@ def _shakespeare_bpe(val_fraction: float, seed: int, vocab_size: int | None) -> 
     return tokenizer, train, val
 
 
+def _mixed_plays(tasks: list[Task], seed: int, rate: float, max_lines: int) -> dict[str, str]:
+    return {
+        title: mix_tasks(text, tasks, random.Random(f"tasks/{seed}/{title}"), rate, max_lines)
+        for title, text in shakespeare_plays().items()
+    }
+
+
+def _cached_mixed_plays(seed: int, rate: float, max_lines: int) -> dict[str, str]:
+    """The plays with the book's tasks mixed in, cached on disk: mixing takes ~15 s and the
+    recipes, chapter 5 and the tests all ask for the same text. The key holds the corpus
+    version, the arguments and a hash of gptlib/tasks.py, so a changed generator never
+    reuses old text."""
+    tasks_source = Path(sys.modules[mix_tasks.__module__].__file__).read_bytes()
+    key = hashlib.sha1(tasks_source).hexdigest()[:12]
+    path = cache_dir() / f"{_shakespeare_stem()}-tasks-s{seed}-r{rate}-m{max_lines}-{key}.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    plays = _mixed_plays(list(TASKS.values()), seed, rate, max_lines)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(plays), encoding="utf-8")
+    os.replace(tmp, path)  # whole or absent, even with two processes writing at once
+    return plays
+
+
 def shakespeare_tasks(
     val_fraction: float = 0.1,
     seed: int = 0,
@@ -61,11 +90,10 @@ def shakespeare_tasks(
     character-level, built from all the mixed text (``vocab_size`` is ignored: it is whatever
     the characters are).
     """
-    tasks = list(TASKS.values()) if tasks is None else list(tasks)
-    plays = {
-        title: mix_tasks(text, tasks, random.Random(f"tasks/{seed}/{title}"), rate, max_lines)
-        for title, text in shakespeare_plays().items()
-    }
+    if tasks is None:
+        plays = _cached_mixed_plays(seed, rate, max_lines)
+    else:
+        plays = _mixed_plays(list(tasks), seed, rate, max_lines)
     tokenizer = CharTokenizer.from_text(
         "".join(plays.values()) + string.ascii_letters + string.digits + "=:"
     )

@@ -127,7 +127,9 @@ def clean_text(text: str) -> str:
     """Map ``text`` onto :data:`SYMBOLS` (dashes to '-', anything else unknown to a space)."""
     allowed = set(SYMBOLS)
     text = text.replace("\u2014", "-").replace("\u2013", "-").replace('"', "'")
-    return "".join(c if c in allowed else " " for c in text)
+    # str.translate with a table of the unknown characters: the whole Shakespeare corpus
+    # (5 M characters) in a fraction of a second, where a per-character loop takes ~10 s.
+    return text.translate({ord(c): " " for c in set(text) - allowed})
 
 
 def make_tokenizer() -> CharTokenizer:
