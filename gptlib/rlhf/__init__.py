@@ -10,11 +10,15 @@
   to the frozen SFT model, adaptive KL controller, PPO-ptx);
 - :mod:`gptlib.rlhf.dpo`: direct preference optimisation on the same preference data;
 - :mod:`gptlib.rlhf.evaluation`: policies compared on held-out prompts (bootstrap, win rates);
+- :mod:`gptlib.rlhf.overoptimisation`: reward over-optimisation over a sample pool (best-of-n,
+  the KL-regularised optimum, exact KL, Gao et al.'s functional forms, proxy ensembles);
+- :mod:`gptlib.rlhf.dialogue`: two-turn dialogues where the user says the answer was wrong;
 - :mod:`gptlib.rlhf.tamer`: TAMER, learning from a trainer's +1/-1 on a gridworld.
 
 The trained models are assets (``gptlib.assets.load("rlhf/sft")``, ``rlhf/base``,
 ``rlhf/reward``, ``rlhf/ppo``, ``rlhf/dpo``), made by the recipes ``gptlib.recipes.rlhf``
-and ``gptlib.recipes.ppo``.
+and ``gptlib.recipes.ppo``; the over-optimisation measurement is ``rlhf/overoptimisation``
+(recipe ``gptlib.recipes.overoptimisation``).
 """
 
 from gptlib.rlhf.dpo import *  # noqa: F401,F403
