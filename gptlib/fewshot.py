@@ -37,14 +37,20 @@ def first_answers(model, tokenizer, prompts: Sequence[str]) -> list[str]:
 
 
 def finetune_on_examples(
-    model, tokenizer, examples: Sequence[tuple[str, str]], steps: int = 40, lr: float = 1e-3
+    model,
+    tokenizer,
+    examples: Sequence[tuple[str, str]],
+    steps: int = 40,
+    lr: float = 1e-3,
+    family: TaskFamily | None = None,
 ):
     """A fine-tuned *copy* of ``model``: ``steps`` AdamW steps on ``examples`` as zero-shot lines.
 
     Each example ``(x, y)`` becomes the prompt ``"\\nx="`` with the answer ``y``; the loss is
     ``-log P(y | prompt)`` (:func:`gptlib.evaluate.continuation_logprobs` with gradients), all
     examples in one batch. The original model is untouched: fine-tuning GPT-3's way means one
-    copy of the weights per task, the cost few-shot prompting avoids.
+    copy of the weights per task, the cost few-shot prompting avoids. ``family`` sets the
+    format of the zero-shot lines (``"x"`` alone for bare pairs); default ``"\\nx="``.
     """
     from gptlib.evaluate import continuation_logprobs
 
@@ -55,7 +61,8 @@ def finetune_on_examples(
     tuned = copy.deepcopy(model)
     tuned.train()
     opt = torch.optim.AdamW(tuned.parameters(), lr=lr, weight_decay=0.0)
-    prefixes = [tokenizer.encode(build_prompt([], x)) for x, _ in examples]
+    prompt = family.prompt if family is not None else build_prompt
+    prefixes = [tokenizer.encode(prompt([], x)) for x, _ in examples]
     answers = [tokenizer.encode(y) for _, y in examples]
     for _ in range(steps):
         loss = -continuation_logprobs(tuned, prefixes, answers, grad=True).mean()
@@ -89,9 +96,9 @@ def fewshot_vs_finetune(
         task = family.draw(rng)
         shots = [(x, task.solve(x)) for x in (task.make_input(rng) for _ in range(k))]
         queries = [(x, task.solve(x)) for x in (task.make_input(rng) for _ in range(n_queries))]
-        zero = [build_prompt([], x) for x, _ in queries]
-        few = [build_prompt(shots, x) for x, _ in queries]
-        tuned = finetune_on_examples(model, tokenizer, shots, steps, lr)
+        zero = [family.prompt([], x) for x, _ in queries]
+        few = [family.prompt(shots, x) for x, _ in queries]
+        tuned = finetune_on_examples(model, tokenizer, shots, steps, lr, family)
         for name, m, prompts in (
             ("zero-shot", model, zero),
             ("few-shot", model, few),

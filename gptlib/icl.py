@@ -5,40 +5,34 @@ never fine-tuned on when the prompt holds a few solved examples of it: *few-shot
 with no gradient step. This module makes that measurable at toy scale.
 
 **Prompts.** One solved example is one line ``"x=y"``; :func:`build_prompt` writes an
-optional task description, ``k`` solved examples and the question (``k = 0`` is zero-shot,
-``k = 1`` one-shot, more is few-shot)::
+optional task description, ``k`` solved examples and the question (``k = 0`` is zero-shot)::
 
     >>> build_prompt([("k", "7"), ("b", "2")], "k")
     '\\nk=7\\nb=2\\nk='
 
 **Tasks whose labels are drawn afresh for every prompt.** A :class:`TaskFamily` draws a new
-concrete :class:`gptlib.tasks.Task` for every prompt: a new random letter-to-digit map
-(:func:`lookup_family`, single-token keys, so the lookup is one induction step), a new linear
-function mod 10 (:func:`linear_family`), a new string position to copy (:func:`pick_family`),
-new labels for the intents of a phone assistant (:func:`intent_family`). The same input has a
-different answer in every prompt, so a model that memorised answers scores at chance: only
-the examples in the context can tell the answer.
+concrete :class:`gptlib.tasks.Task` for every prompt: a new letter-to-digit map
+(:func:`lookup_family`; :func:`pairs_family` writes it as bare pairs ``k7b2``, the label right
+after its key), a new linear function mod 10, a new position to copy, new letters for the
+intents of a phone assistant (:func:`intent_family`, :func:`intent_names_family`). The same
+input has a different answer in every prompt: only the examples in the context can tell it.
 
-**Training data.** :func:`episode` writes one prompt's worth of solved examples of one task
-as a line stream; :func:`icl_batch_fn` turns streams into ``(x, y)`` batches for
-:func:`gptlib.train.train`. Because every line of an episode is also a question answered by
-the lines before it, :func:`kshot_accuracy` measures accuracy against ``k`` for all ``k`` at
-once, in one forward pass per episode: the prediction at the ``k``-th answer position *is* the
-answer to a ``k``-shot prompt (:func:`kshot_accuracy_from_prompts` checks that with explicit
-prompts and greedy decoding, through :func:`gptlib.tasks.evaluate_exact_match`).
+**Training and measuring.** :func:`episode` writes one prompt's worth of solved examples as
+text; :func:`icl_batch_fn` turns episodes into ``(x, y)`` batches. Every example of an episode
+is a question answered by those before it, so :func:`kshot_accuracy` measures accuracy
+against ``k`` for all ``k`` in one forward pass per episode (:func:`kshot_accuracy_from_prompts`
+checks that with explicit prompts and greedy decoding).
 
-Elsewhere: the assistant's intents evaluated in context in :mod:`gptlib.intents`; few-shot
-prompting versus fine-tuning on the same examples in :mod:`gptlib.fewshot`.
-
-The models that learn in context are trained by the recipe ``gptlib/recipes/icl.py``
-(assets ``icl/kshot``, ``icl/sweep``); induction heads are in :mod:`gptlib.induction`, the toy
-scaling law in :mod:`gptlib.scaling`.
+Elsewhere: the intents in context in :mod:`gptlib.intents`; few-shot prompting versus
+fine-tuning in :mod:`gptlib.fewshot`; the recipe ``gptlib/recipes/icl.py`` (assets
+``icl/kshot``, ``icl/sweep``); induction heads in :mod:`gptlib.induction`.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 import string
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -46,6 +40,7 @@ from typing import Callable, Sequence
 import torch
 
 from gptlib.evaluate import eval_mode
+from gptlib.induction import recurring_batch
 from gptlib.tasks import Task
 
 __all__ = [
@@ -57,7 +52,9 @@ __all__ = [
     "linear_family",
     "pick_family",
     "reverse_lookup_family",
+    "pairs_family",
     "intent_family",
+    "intent_names_family",
     "INTENTS",
     "SEED_INTENTS",
     "OUT_OF_SCOPE",
@@ -84,34 +81,37 @@ DIGITS = string.digits
 LETTERS = string.ascii_lowercase
 
 
-# --------------------------------------------------------------------------------------
-# Prompts
-# --------------------------------------------------------------------------------------
+# --- Prompts -------------------------------------------------------------------------
 
 
-def build_prompt(examples: Sequence[tuple[str, str]], query: str, description: str = "") -> str:
+def build_prompt(
+    examples: Sequence[tuple[str, str]],
+    query: str,
+    description: str = "",
+    sep: str = SEP,
+    end: str = "\n",
+) -> str:
     """A zero-, one- or few-shot prompt: description, ``k`` solved examples, the question.
 
     ``examples`` are ``(input, answer)`` pairs (``[]`` for zero-shot). Every line starts after
     a newline, as in the training episodes, and the prompt ends with ``"query="``: the model's
-    continuation should be the answer and a newline.
+    continuation should be the answer and a newline. ``sep`` and ``end`` change the format:
+    ``sep="", end=""`` writes the examples as bare pairs, ``"k7b2k"`` (:func:`pairs_family`).
     """
     for x, y in examples:
-        if "\n" in x + y or SEP in x:
+        if "\n" in x + y or (sep and sep in x):
             raise ValueError(
-                f"example {(x, y)!r} contains a newline or {SEP!r}: one example is one line "
-                f"'input{SEP}answer'; remove them from the input"
+                f"example {(x, y)!r} contains a newline or {sep!r}: one example is one line "
+                f"'input{sep}answer'; remove them from the input"
             )
-    if "\n" in query or SEP in query:
-        raise ValueError(f"query {query!r} contains a newline or {SEP!r}; pass the input alone")
-    head = f"\n{description}" if description else ""
-    lines = "".join(f"\n{x}{SEP}{y}" for x, y in examples)
-    return f"{head}{lines}\n{query}{SEP}"
+    if "\n" in query or (sep and sep in query):
+        raise ValueError(f"query {query!r} contains a newline or {sep!r}; pass the input alone")
+    head = f"{end}{description}" if description else ""
+    lines = "".join(f"{end}{x}{sep}{y}" for x, y in examples)
+    return f"{head}{lines}{end}{query}{sep}"
 
 
-# --------------------------------------------------------------------------------------
-# Task families: a new mapping for every prompt
-# --------------------------------------------------------------------------------------
+# --- Task families: a new mapping for every prompt -----------------------------------
 
 
 @dataclass(frozen=True)
@@ -121,13 +121,20 @@ class TaskFamily:
     ``draw(rng)`` returns a :class:`gptlib.tasks.Task` (its ``solve`` holds this prompt's
     mapping, its ``make_input`` draws this prompt's inputs). ``labels`` are all the answers
     the family can give (for chance levels); ``chance`` is the accuracy of a guess that
-    knows the label set but not the mapping.
+    knows the label set but not the mapping. ``sep`` and ``end`` are the format of one
+    example, ``f"{x}{sep}{y}{end}"``: ``"k=7\\n"`` by default, ``"k7"`` for bare pairs.
     """
 
     name: str
     draw: Callable[[random.Random], Task] = field(compare=False)
     labels: str = DIGITS
     chance: float = 0.1
+    sep: str = SEP
+    end: str = "\n"
+
+    def prompt(self, examples: Sequence[tuple[str, str]], query: str, description: str = ""):
+        """:func:`build_prompt` in this family's format."""
+        return build_prompt(examples, query, description, self.sep, self.end)
 
     def __repr__(self) -> str:
         return f"TaskFamily({self.name!r})"
@@ -156,6 +163,18 @@ def lookup_family(n_words: int = 5, word_len: int = 1) -> TaskFamily:
         return Task("lookup", mapping.__getitem__, lambda r: r.choice(words))
 
     return TaskFamily("lookup", draw, DIGITS, 1 / len(DIGITS))
+
+
+def pairs_family(n_words: int = 5) -> TaskFamily:
+    """The lookup task written as bare pairs, key then label, no separator: ``k7b2a5k7``.
+
+    One letter mapped to one digit, five letters per prompt (distinct digits: every label is
+    as frequent as its key, so counting labels tells nothing about which one a key has). The
+    label is predicted right after its key, so reading it off the earlier pair is one
+    induction step: match the key, copy the token that followed it (Olsson et al. 2022).
+    """
+    base = lookup_family(n_words, 1)
+    return TaskFamily("pairs", base.draw, DIGITS, 1 / len(DIGITS), sep="", end="")
 
 
 def reverse_lookup_family(n_words: int = 5, word_len: int = 1) -> TaskFamily:
@@ -289,10 +308,37 @@ def intent_family(
     return TaskFamily("intent", draw, _INTENT_LABELS + NONE_LABEL, 1 / (n_in_scope + 1))
 
 
+def intent_names_family(n_in_scope: int = 4, oos_rate: float = 0.2) -> TaskFamily:
+    """The assistant's intents with each request written as its intent's name, in pairs.
+
+    ``打电话C订机票A预约会议室N``: each prompt picks ``n_in_scope`` of the intents and gives
+    each a random letter from A-H; the other intents (drawn with probability ``oos_rate``)
+    are answered ``N``. A name is a short token sequence whose last character differs from
+    every other name's, so the lookup is the pairs task's: match the name, copy what followed
+    it; a name never shown is "none of these". No wording to understand: the requests are
+    the names themselves (what the chapter says about it).
+    """
+    names = sorted(INTENTS)
+
+    def draw(rng: random.Random) -> Task:
+        scope = rng.sample(names, n_in_scope)
+        others = [i for i in names if i not in scope]
+        labels = dict(zip(scope, rng.sample(_INTENT_LABELS, n_in_scope)))
+
+        def make_input(r: random.Random) -> str:
+            return r.choice(others) if r.random() < oos_rate else r.choice(scope)
+
+        task = Task("intent names", lambda x: labels.get(x, NONE_LABEL), make_input)
+        object.__setattr__(task, "labels", labels)
+        return task
+
+    return TaskFamily(
+        "intent names", draw, _INTENT_LABELS + NONE_LABEL, 1 / (n_in_scope + 1), sep="", end=""
+    )
+
+
 def _intent_of(text: str) -> str:
     """The intent whose templates can produce ``text`` (for requests not made by make_input)."""
-    import re
-
     for intent, templates in INTENTS.items():
         for t in templates:
             pattern = re.escape(t)
@@ -314,15 +360,26 @@ FAMILIES: dict[str, TaskFamily] = {
         pick_family(),
         intent_family(),
         reverse_lookup_family(),
+        pairs_family(),
+        intent_names_family(),
     )
 }
-SEEN = ["lookup", "intent"]
-HELD_OUT = ["reverse lookup", "linear", "pick"]
-#: What the ``icl/kshot`` model is trained on (share of sequences per family).
-MIXTURE = {"lookup": 0.5, "intent": 0.5}
+SEEN = ["pairs", "intent names"]
+HELD_OUT = ["lookup", "reverse lookup", "linear", "pick", "intent"]
+#: What the ``icl/kshot`` model is trained on (share of episodes per family); the recipe adds
+#: sequences of recurring random tokens (:func:`icl_batch_fn`'s ``recurring``).
+MIXTURE = {"pairs": 0.5, "intent names": 0.5}
 #: Longest line of each family in characters (with ``=``, answer and newline): sets how many
 #: examples fit in a context.
-LINE_CHARS = {"lookup": 4, "reverse lookup": 4, "linear": 4, "pick": 7, "intent": 18}
+LINE_CHARS = {
+    "lookup": 4,
+    "reverse lookup": 4,
+    "linear": 4,
+    "pick": 7,
+    "intent": 18,
+    "pairs": 2,
+    "intent names": 6,
+}
 
 
 def shots_that_fit(
@@ -332,7 +389,8 @@ def shots_that_fit(
     ``block_size`` tokens, for the family named ``family``."""
     if family not in LINE_CHARS:
         raise ValueError(f"unknown family {family!r}; choose from {sorted(LINE_CHARS)}")
-    return [k for k in shots if 1 + (k + 1) * LINE_CHARS[family] <= block_size]
+    start = len(FAMILIES[family].end) if family in FAMILIES else 1
+    return [k for k in shots if start + (k + 1) * LINE_CHARS[family] <= block_size]
 
 
 def icl_tokenizer():
@@ -340,18 +398,13 @@ def icl_tokenizer():
     from gptlib.tokenizer import CharTokenizer
 
     chars = set(string.ascii_letters + string.digits + SEP + "\n :+")
-    for templates in INTENTS.values():
-        chars.update("".join(templates))
-    for values in _SLOTS.values():
-        chars.update("".join(values))
+    chars.update("".join(t for group in (*INTENTS.values(), *_SLOTS.values()) for t in group))
     chars.update("".join(INTENTS))
     chars -= set("{}")
     return CharTokenizer(sorted(chars))
 
 
-# --------------------------------------------------------------------------------------
-# Episodes and batches
-# --------------------------------------------------------------------------------------
+# --- Episodes and batches ------------------------------------------------------------
 
 
 def episode(
@@ -364,56 +417,70 @@ def episode(
     """One prompt's worth of solved examples of one freshly drawn task, as text.
 
     Returns ``(text, examples)``: ``text = build_prompt(examples[:-1], x_last) + y_last`` plus a
-    newline, i.e. ``"\\nx1=y1\\nx2=y2...\\n"``. Stops after ``n_examples`` examples or once the text
-    has at least ``n_chars`` characters.
+    newline, i.e. ``"\\nx1=y1\\nx2=y2...\\n"`` (``"x1y1x2y2..."`` for bare pairs). Stops after
+    ``n_examples`` examples or once the text has at least ``n_chars`` characters.
     """
     if (n_chars is None) == (n_examples is None):
         raise ValueError("episode() needs exactly one of n_chars or n_examples")
     task = task or family.draw(rng)
     examples: list[tuple[str, str]] = []
-    length = 1
+    sep, end = family.sep, family.end
+    length = len(end)
     while (n_examples is not None and len(examples) < n_examples) or (
         n_chars is not None and length < n_chars
     ):
         x = task.make_input(rng)
         examples.append((x, task.solve(x)))
-        length += len(x) + len(SEP) + len(examples[-1][1]) + 1
-    text = "\n" + "".join(f"{x}{SEP}{y}\n" for x, y in examples)
+        length += len(x) + len(sep) + len(examples[-1][1]) + len(end)
+    text = end + "".join(f"{x}{sep}{y}{end}" for x, y in examples)
     return text, examples
 
 
 def icl_batch_fn(
-    tokenizer, batch_size: int, block_size: int, mixture: dict[str, float] | None = None
+    tokenizer,
+    batch_size: int,
+    block_size: int,
+    mixture: dict[str, float] | None = None,
+    recurring: float = 0.0,
 ):
     """``batch_fn(generator) -> (x, y)`` for :func:`gptlib.train.train`: one episode per row.
 
     Every row is the first
     ``block_size + 1`` tokens of an episode of a task family drawn from ``mixture`` (name ->
     weight, default :data:`MIXTURE`); ``y`` is ``x`` shifted by one.
+    ``recurring`` is the share of rows that are instead random tokens of the whole vocabulary
+    in which a segment recurs (:func:`gptlib.induction.recurring_batch`): text where copying
+    pays, a stand-in for the repeats of ordinary text, on which induction heads form fast.
     All randomness comes from ``generator``, so runs are reproducible.
     """
     mixture = dict(MIXTURE if mixture is None else mixture)
     unknown = [n for n in mixture if n not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown task families {unknown}; choose from {sorted(FAMILIES)}")
+    if not 0.0 <= recurring < 1.0:
+        raise ValueError(f"recurring is a share of the rows: 0 <= recurring < 1, got {recurring}")
     names, weights = list(mixture), list(mixture.values())
+    n_rec = int(round(batch_size * recurring))
 
     def batch_fn(generator: torch.Generator):
         rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
         rows = []
-        for _ in range(batch_size):
+        for _ in range(batch_size - n_rec):
             family = FAMILIES[rng.choices(names, weights)[0]]
             text, _ = episode(family, rng, n_chars=block_size + 1)
             rows.append(tokenizer.encode(text)[: block_size + 1])
-        ids = torch.tensor(rows, dtype=torch.long)
-        return ids[:, :-1], ids[:, 1:]
+        ids = torch.tensor(rows, dtype=torch.long).view(-1, block_size + 1)
+        x, y = ids[:, :-1], ids[:, 1:]
+        if n_rec:  # induction imports nothing from gptlib: no cycle
+            V, half = tokenizer.vocab_size, block_size // 2 - 1
+            xr, yr, _ = recurring_batch(generator, n_rec, block_size, V, 3, half, fill=True)
+            x, y = torch.cat([x, xr]), torch.cat([y, yr])
+        return x, y
 
     return batch_fn
 
 
-# --------------------------------------------------------------------------------------
-# k-shot evaluation
-# --------------------------------------------------------------------------------------
+# --- k-shot evaluation ---------------------------------------------------------------
 
 
 @dataclass
@@ -435,17 +502,22 @@ class KShotResult:
 
     def __repr__(self) -> str:
         pairs = ", ".join(f"{k}:{a:.2f}" for k, a in zip(self.shots, self.accuracy))
-        return (f"KShotResult({self.family!r}, n={self.n}, chance={self.chance:.2f}, "
-                f"accuracy by shots {{{pairs}}})")
+        return (
+            f"KShotResult({self.family!r}, n={self.n}, chance={self.chance:.2f}, "
+            f"accuracy by shots {{{pairs}}})"
+        )
 
 
-def answer_positions(tokenizer, examples: Sequence[tuple[str, str]]) -> list[int]:
-    """Positions in ``tokenizer.encode(episode_text)`` whose logits predict each answer's token."""
-    pos, out = 1, []  # after the leading newline
+def answer_positions(
+    tokenizer, examples: Sequence[tuple[str, str]], sep: str = SEP, end: str = "\n"
+) -> list[int]:
+    """Positions in ``tokenizer.encode(episode_text)`` whose logits predict each answer's token
+    (``sep``, ``end``: the family's format)."""
+    pos, out = len(tokenizer.encode(end)) if end else 0, []  # after the leading newline
     for x, y in examples:
-        pos += len(tokenizer.encode(x + SEP))
+        pos += len(tokenizer.encode(x + sep))
         out.append(pos - 1)
-        pos += len(tokenizer.encode(y + "\n"))
+        pos += len(tokenizer.encode(y + end))
     return out
 
 
@@ -485,7 +557,7 @@ def kshot_accuracy(
                 f"a {shots[-1]}-shot {family.name} prompt has {len(ids)} tokens, more than the "
                 f"model's block_size {block}: ask for fewer shots"
             )
-        pos = answer_positions(tokenizer, examples)
+        pos = answer_positions(tokenizer, examples, family.sep, family.end)
         texts.append(ids)
         positions.append([pos[k] for k in shots])
         targets.append([tokenizer.encode(examples[k][1])[0] for k in shots])
@@ -523,6 +595,6 @@ def kshot_accuracy_from_prompts(
     for _ in range(n):
         # draw exactly what kshot_accuracy draws for its longest shot count = k
         _, examples = episode(family, rng, n_examples=k + 1)
-        prompts.append(build_prompt(examples[:k], examples[k][0], description))
+        prompts.append(family.prompt(examples[:k], examples[k][0], description))
         answers.append(examples[k][1])
     return evaluate_exact_match(model, tokenizer, prompts, answers)

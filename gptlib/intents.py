@@ -5,7 +5,9 @@ Four skills, 订机票 / 通讯录 / 打电话 / 发短信, and a request that f
 :func:`intent_prompt` writes a few-shot prompt with ``k`` labelled requests of each in-scope
 intent (letters drawn afresh per prompt) and a question; :func:`evaluate_intents` measures
 in-scope accuracy and out-of-scope detection (域外意图检测) against ``k``. The intents and their
-templates are :data:`gptlib.icl.INTENTS`.
+templates are :data:`gptlib.icl.INTENTS`. ``fmt="names"`` writes every request as its
+intent's name, in bare pairs (``打电话C订机票A预约会议室``, the format of
+:func:`gptlib.icl.intent_names_family`), for models that look labels up but read no wording.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def intent_prompt(
     shots_per_intent: int,
     query_intent: str,
     in_scope: Sequence[str] = SEED_INTENTS,
+    fmt: str = "utterance",
 ) -> tuple[str, str, dict[str, str]]:
     """A few-shot prompt for the assistant: ``shots_per_intent`` requests of each in-scope intent
     (shuffled, letters drawn afresh), then a request of ``query_intent``.
@@ -43,11 +46,15 @@ def intent_prompt(
     """
     if query_intent not in INTENTS:
         raise ValueError(f"unknown intent {query_intent!r}; choose from {list(INTENTS)}")
+    if fmt not in ("utterance", "names"):
+        raise ValueError(f"fmt must be 'utterance' (templated requests) or 'names', not {fmt!r}")
+    say = _utterance if fmt == "utterance" else (lambda r, intent: intent)
     labels = dict(zip(in_scope, rng.sample(_INTENT_LABELS, len(in_scope))))
-    demos = [(_utterance(rng, i), labels[i]) for i in in_scope for _ in range(shots_per_intent)]
+    demos = [(say(rng, i), labels[i]) for i in in_scope for _ in range(shots_per_intent)]
     rng.shuffle(demos)
+    fmt_kw = {} if fmt == "utterance" else {"sep": "", "end": ""}
     return (
-        build_prompt(demos, _utterance(rng, query_intent)),
+        build_prompt(demos, say(rng, query_intent), **fmt_kw),
         labels.get(query_intent, NONE_LABEL),
         labels,
     )
@@ -62,13 +69,15 @@ def evaluate_intents(
     seed: int = 0,
     in_scope: Sequence[str] = SEED_INTENTS,
     out_of_scope: str = OUT_OF_SCOPE,
+    fmt: str = "utterance",
 ) -> dict:
     """In-scope accuracy and out-of-scope detection against shots per intent.
 
     For each ``k``: ``n`` prompts whose question is in scope (accuracy = the right letter) and
     ``n`` whose question is ``out_of_scope`` (detection = the answer ``N``). The prediction is
     the most likely next token after the prompt. Returns ``{k: {"in_scope": acc, "oos": acc,
-    "false_none": share of in-scope questions answered N}}``.
+    "false_none": share of in-scope questions answered N}}``; ``fmt`` as in
+    :func:`intent_prompt`.
     """
     device = next(model.parameters()).device
     out = {}
@@ -79,9 +88,9 @@ def evaluate_intents(
             for kind in ("in_scope", "oos"):
                 for _ in range(n):
                     q = rng.choice(list(in_scope)) if kind == "in_scope" else out_of_scope
-                    prompt, answer, _ = intent_prompt(rng, k, q, in_scope)
+                    prompt, answer, _ = intent_prompt(rng, k, q, in_scope, fmt)
                     ids = tokenizer.encode(prompt)[-model.config.block_size :]
-                    logits = model(torch.tensor([ids], device=device), last_only=True)[0, -1]
+                    logits = model(torch.tensor([ids], device=device))[0, -1]
                     pred = tokenizer.decode([int(logits.argmax())])
                     scores[kind] += (pred == answer) / n
                     if kind == "in_scope":

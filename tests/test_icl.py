@@ -250,3 +250,105 @@ def test_fewshot_vs_finetune_shapes_and_seeds():
         model, tok, fam, k=8, n_tasks=3, n_queries=10, steps=60, lr=1e-2, seed=1
     )
     assert sum(c["fine-tuned"]) / 3 > sum(c["zero-shot"]) / 3 + 0.3, c
+
+
+# --- bare pairs, intents by name, recurring tokens -----------------------------------------
+
+
+class InductionOracle(torch.nn.Module):
+    """A hand-made induction head: at every position it puts its mass on the token that
+    followed the latest earlier occurrence of the current token, and on ``fallback`` when the
+    token has not occurred before."""
+
+    def __init__(self, tok, fallback="N", block_size=96):
+        super().__init__()
+        self.tok, self.fallback = tok, tok.encode(fallback)[0]
+        self.config = type("C", (), {"block_size": block_size})()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, idx):
+        out = torch.zeros(*idx.shape, self.tok.vocab_size)
+        for b, row in enumerate(idx.tolist()):
+            after = {}
+            for t, tokid in enumerate(row):
+                out[b, t, after.get(tokid, self.fallback)] = 20.0
+                if t + 1 < len(row):
+                    after[tokid] = row[t + 1]
+        return out
+
+
+def test_pairs_format_prompts_episodes_and_positions():
+    fam = icl.FAMILIES["pairs"]
+    assert fam.prompt([("k", "7"), ("b", "2")], "k") == "k7b2k"
+    assert icl.build_prompt([("k", "7")], "k", sep="", end="") == "k7k"
+    assert fam.prompt([], "k") == "k"
+    tok = icl.icl_tokenizer()
+    text, examples = icl.episode(fam, random.Random(0), n_examples=6)
+    assert text == "".join(x + y for x, y in examples) and len(text) == 12
+    ids = tok.encode(text)
+    for pos, (x, y) in zip(icl.answer_positions(tok, examples, "", ""), examples):
+        assert tok.decode([ids[pos]]) == x and tok.decode([ids[pos + 1]]) == y
+    assert 16 in icl.shots_that_fit("pairs", 34) and 16 not in icl.shots_that_fit("pairs", 33)
+
+
+def test_kshot_accuracy_on_pairs_of_an_induction_oracle_matches_an_independent_count():
+    tok = icl.icl_tokenizer()
+    fam = icl.FAMILIES["pairs"]
+    shots = [0, 1, 2, 4, 8, 16]
+    res = icl.kshot_accuracy(InductionOracle(tok), tok, fam, shots, n=60, seed=4)
+    rng = random.Random("kshot/4/pairs")
+    seen = {k: 0 for k in shots}
+    for _ in range(60):
+        _, examples = icl.episode(fam, rng, n_examples=max(shots) + 1)
+        for k in shots:
+            seen[k] += examples[k][0] in {x for x, _ in examples[:k]}
+    assert res.accuracy == pytest.approx([seen[k] / 60 for k in shots])
+    assert res.at(0) == 0 and res.at(8) - res.at(0) > 0.7
+
+
+def test_intents_by_name_an_induction_oracle_reads_labels_and_detects_out_of_scope():
+    tok = icl.icl_tokenizer()
+    prompt, answer, labels = intents.intent_prompt(
+        random.Random(1), 1, icl.OUT_OF_SCOPE, fmt="names"
+    )
+    assert answer == icl.NONE_LABEL and prompt.endswith(icl.OUT_OF_SCOPE)
+    assert all(f"{name}{letter}" in prompt for name, letter in labels.items())
+    with pytest.raises(ValueError, match="fmt"):
+        intents.intent_prompt(random.Random(1), 1, icl.OUT_OF_SCOPE, fmt="nope")
+    res = intents.evaluate_intents(InductionOracle(tok), tok, [0, 1, 3], n=20, fmt="names")
+    assert res[0] == pytest.approx({"in_scope": 0.0, "oos": 1.0, "false_none": 1.0})
+    for k in (1, 3):
+        assert res[k]["in_scope"] == pytest.approx(1.0) and res[k]["oos"] == pytest.approx(1.0)
+        assert res[k]["false_none"] == 0.0
+    fam = icl.FAMILIES["intent names"]
+    task = fam.draw(random.Random(2))
+    outside = [i for i in icl.INTENTS if i not in task.labels]
+    assert task.solve(outside[0]) == icl.NONE_LABEL and len(set(task.labels.values())) == 4
+    # the last characters of the names differ: a match on the token before the label suffices
+    assert len({name[-1] for name in icl.INTENTS}) == len(icl.INTENTS)
+
+
+def test_batch_fn_mixes_in_recurring_tokens():
+    tok = icl.icl_tokenizer()
+    fn = icl.icl_batch_fn(tok, 8, 34, {"pairs": 1.0}, recurring=0.5)
+    x, y = fn(torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (8, 34) and torch.equal(x[:, 1:], y[:, :-1])
+    digits = set(tok.encode(icl.DIGITS))
+    assert all(int(t) in digits for t in x[:4, 1::2].flatten())  # pairs rows: labels at odd
+    assert not all(int(t) in digits for t in x[4:, 1::2].flatten())  # random tokens
+    with pytest.raises(ValueError, match="recurring"):
+        icl.icl_batch_fn(tok, 8, 34, recurring=1.0)
+
+
+def test_the_attention_only_model_plugs_into_kshot_intents_and_finetuning():
+    from gptlib.induction import AttnOnly, AttnOnlyConfig
+
+    tok = icl.icl_tokenizer()
+    torch.manual_seed(0)
+    model = AttnOnly(AttnOnlyConfig(vocab_size=tok.vocab_size, block_size=40, n_embd=16))
+    r = icl.kshot_accuracy(model, tok, icl.FAMILIES["pairs"], [0, 16], n=4)
+    assert r.chance == pytest.approx(0.1) and 0 <= r.at(16) <= 1
+    intents.evaluate_intents(model, tok, [1], n=2, fmt="names")
+    fam = icl.FAMILIES["pairs"]
+    tuned = fewshot.finetune_on_examples(model, tok, [("a", "3"), ("b", "7")], 60, 1e-2, fam)
+    assert fewshot.first_answers(tuned, tok, ["a", "b"]) == ["3", "7"]

@@ -1,110 +1,105 @@
 """In-context learning (chapter 6): the k-shot model, the size sweep and the toy scaling fit.
 
-``icl/kshot``: a small GPT trained on episodes whose mapping is redrawn for every sequence
-(single-letter lookup and the assistant's intents, :data:`gptlib.icl.MIXTURE`); its history
-records k-shot accuracy as it trains. ``icl/sweep``: measurements only, models of several depths
-and widths on lookup episodes, several seeds each: k-shot accuracy by size (the size axis of
-GPT-3's figure) and held-out loss by parameter count (the scaling fit, with a band over seeds).
+``icl/kshot``: a two-layer attention-only transformer (:class:`gptlib.induction.AttnOnly`)
+trained on episodes whose mapping is redrawn for every sequence (bare key-label pairs and the
+assistant's intents by name, :data:`gptlib.icl.MIXTURE`), plus sequences of recurring random
+tokens on which induction heads form; its history records k-shot accuracy as it trains.
+``icl/sweep``: measurements only, models of several depths and widths on pairs episodes,
+several seeds each: k-shot accuracy by size (the size axis of GPT-3's figure) and held-out
+loss by parameter count (the scaling fit, with a band over seeds).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import time
 
 from gptlib.recipes.context import RecipeContext
 
-KSHOT_PROBE = [0, 1, 2, 4, 8]
+PROBE_SHOTS = [0, 1, 2, 4, 8, 16]
 
 
 def _train(settings: dict, mixture: dict, n_layer: int, n_embd: int, seed: int, quick: bool):
-    """One GPT trained on ``mixture`` episodes; history entries carry k-shot lookup accuracy."""
+    """One attention-only model trained with AdamW at a constant rate; returns
+    ``(model, history, wall_s)``. History entries: training loss and k-shot pairs accuracy."""
+    import torch
+    import torch.nn.functional as F
+
     from gptlib import icl, intents
-    from gptlib.model import GPT
-    from gptlib.train import TrainConfig, train
+    from gptlib.induction import AttnOnly, AttnOnlyConfig
 
     tokenizer = icl.icl_tokenizer()
-    cfg = TrainConfig(
-        max_iters=settings["steps"],
-        batch_size=settings["batch_size"],
-        block_size=settings["block_size"],
-        lr=settings["lr"],
-        min_lr=settings["lr"] / 10,
-        warmup_iters=settings["warmup"],
-        weight_decay=0.0,
-        grad_clip=1.0,
-        eval_interval=settings["eval_every"],
-        eval_iters=settings["eval_iters"],
-        log_interval=settings["eval_every"],
-        progress=False,
-        seed=seed,
-        device="cpu",
-    )
-    model_config = dict(
-        vocab_size=tokenizer.vocab_size,
-        block_size=settings["block_size"],
-        n_layer=n_layer,
-        n_head=settings["n_head"],
-        n_embd=n_embd,
-        dropout=0.0,
-    )
-    import torch
-
     torch.manual_seed(seed)
-    model = GPT.from_config(model_config)
-    if settings.get("pos_init", "normal") == "sinusoidal":
-        from gptlib.induction import sinusoids
-
-        # learned positions that start as the original Transformer's sinusoids (scaled to the
-        # token embeddings): "one step back" is one linear map everywhere, so the heads that
-        # look a fixed distance back, which the lookup circuit needs, are quick to find
-        with torch.no_grad():
-            model.wpe.weight.copy_(sinusoids(*model.wpe.weight.shape) * 0.02 * 2**0.5)
-    if settings.get("embed_std"):
-        # unit-scale embeddings let attention sharpen from the first steps (see
-        # gptlib.induction.AttnOnlyConfig.embed_std): the lookup circuit forms far sooner
-        with torch.no_grad():
-            torch.nn.init.normal_(model.wte.weight, std=settings["embed_std"])
-            torch.nn.init.normal_(model.wpe.weight, std=settings["embed_std"])
-    batches = icl.icl_batch_fn(tokenizer, cfg.batch_size, cfg.block_size, mixture)
-    shots = [k for k in KSHOT_PROBE if 4 * (k + 1) + 1 <= settings["block_size"]]
-
-    def probe(entry: dict) -> None:
-        if "val_loss" not in entry:
-            return
-        r = icl.kshot_accuracy(
-            model, tokenizer, icl.FAMILIES["lookup"], shots, n=settings["probe_n"], seed=99
+    model = AttnOnly(
+        AttnOnlyConfig(
+            vocab_size=tokenizer.vocab_size,
+            block_size=settings["block_size"],
+            n_layer=n_layer,
+            n_head=settings["n_head"],
+            n_embd=n_embd,
+            pos_init="normal",
+            embed_std=settings["embed_std"],
         )
-        entry.update({f"lookup_{k}": r.at(k) for k in shots})
-        if "intent" in mixture and not quick:
-            scores = intents.evaluate_intents(
-                model, tokenizer, [1], n=settings["probe_n"] // 2, seed=99
-            )[1]
-            entry.update({f"intent_1_{key}": v for key, v in scores.items()})
-        print(
-            f"[icl] {n_layer}x{n_embd} seed {seed} step {entry['iter']}: val loss "
-            f"{entry['val_loss']:.3f}, k-shot lookup "
-            + " ".join(f"{k}:{entry[f'lookup_{k}']:.2f}" for k in shots),
-            flush=True,
-        )
-
-    result = train(model, cfg, batches, batches, callback=probe)
-    return result, model_config, tokenizer
+    )
+    batches = icl.icl_batch_fn(
+        tokenizer, settings["batch_size"], settings["block_size"], mixture, settings["recurring"]
+    )
+    shots = icl.shots_that_fit("pairs", settings["block_size"], PROBE_SHOTS)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=settings["lr"], weight_decay=0.0, betas=(0.9, 0.98)
+    )
+    history, run_loss, count = [], 0.0, 0
+    t0 = time.perf_counter()
+    steps = settings["steps"]
+    for step in range(steps + 1):
+        if step % settings["eval_every"] == 0 or step == steps:
+            entry = {"iter": step, "wall_s": time.perf_counter() - t0}
+            if count:
+                entry["loss"] = run_loss / count
+            r = icl.kshot_accuracy(
+                model, tokenizer, icl.FAMILIES["pairs"], shots, n=settings["probe_n"], seed=99
+            )
+            entry.update({f"pairs_{k}": r.at(k) for k in shots})
+            if "intent names" in mixture and not quick:
+                scores = intents.evaluate_intents(
+                    model, tokenizer, [1], n=settings["probe_n"] // 2, seed=99, fmt="names"
+                )[1]
+                entry.update({f"intent_1_{key}": v for key, v in scores.items()})
+            history.append(entry)
+            run_loss, count = 0.0, 0
+            print(
+                f"[icl] {n_layer}x{n_embd} seed {seed} step {step} "
+                f"({entry['wall_s']:.0f} s): loss {entry.get('loss', float('nan')):.3f}, "
+                "k-shot pairs " + " ".join(f"{k}:{entry[f'pairs_{k}']:.2f}" for k in shots),
+                flush=True,
+            )
+            if step == steps:
+                break
+        model.train()
+        x, y = batches(g)
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run_loss += loss.item()
+        count += 1
+    model.eval()
+    return model, history, time.perf_counter() - t0, tokenizer
 
 
 def run(ctx: RecipeContext) -> None:
+    from dataclasses import asdict
+
     from gptlib import icl, intents
     from gptlib.evaluate import heldout_loss
-    from gptlib.train import history_last
 
     s = ctx.settings
     only = s.get("only") or None
     if only in (None, "icl/kshot"):
         k = s["kshot"]
-        mixture = {"lookup": 1.0} if k.get("lookup_only") else icl.MIXTURE
-        result, config, tokenizer = _train(
-            k, mixture, k["n_layer"], k["n_embd"], k["seed"], ctx.quick
+        model, history, wall, tokenizer = _train(
+            k, icl.MIXTURE, k["n_layer"], k["n_embd"], k["seed"], ctx.quick
         )
-        model = result.model
         acc = {
             name: icl.kshot_accuracy(
                 model,
@@ -115,18 +110,15 @@ def run(ctx: RecipeContext) -> None:
                 seed=7,
             )
             for name in icl.FAMILIES
+            if icl.shots_that_fit(name, k["block_size"])
         }
+        shots_per_intent = [j for j in (0, 1, 2, 3) if 16 * j + 5 <= k["block_size"]]
         by_shots = intents.evaluate_intents(
-            model,
-            tokenizer,
-            [0, 1, 2] if k["block_size"] >= 128 else [0, 1],
-            n=k["final_n"],
-            seed=7,
+            model, tokenizer, shots_per_intent, n=k["final_n"], seed=7, fmt="names"
         )
         metrics = {
-            "val_loss": history_last(result.history, "val_loss"),
             "params": model.num_params(),
-            "steps": result.iters,
+            "steps": k["steps"],
             "kshot": {n: dict(zip(r.shots, r.accuracy)) for n, r in acc.items()},
             "chance": {n: r.chance for n, r in acc.items()},
             "intents": by_shots,
@@ -134,27 +126,26 @@ def run(ctx: RecipeContext) -> None:
         ctx.save(
             "icl/kshot",
             model=model,
-            builder="gptlib.model:GPT.from_config",
-            model_config=config,
+            builder="gptlib.induction:AttnOnly.from_config",
+            model_config=asdict(model.config),
             tokenizer=tokenizer,
             settings={**s, "only": "icl/kshot"},
             metrics=metrics,
-            history=result.history,
-            wall_s=result.elapsed_s,
+            history=history,
+            wall_s=wall,
         )
     if only in (None, "icl/sweep"):
         w = s["sweep"]
         runs = []
         for n_layer, n_embd in w["sizes"]:
             for seed in w["seeds"]:
-                result, config, tokenizer = _train(
-                    w, {"lookup": 1.0}, n_layer, n_embd, seed, ctx.quick
+                model, history, wall, tokenizer = _train(
+                    w, {"pairs": 1.0}, n_layer, n_embd, seed, ctx.quick
                 )
-                model = result.model
                 r = icl.kshot_accuracy(
-                    model, tokenizer, icl.FAMILIES["lookup"], w["shots"], n=w["final_n"], seed=7
+                    model, tokenizer, icl.FAMILIES["pairs"], w["shots"], n=w["final_n"], seed=7
                 )
-                batches = icl.icl_batch_fn(tokenizer, 16, w["block_size"], {"lookup": 1.0})
+                batches = icl.icl_batch_fn(tokenizer, 16, w["block_size"], {"pairs": 1.0})
                 loss = heldout_loss(model, batches, iters=w["loss_batches"], seed=2024)
                 runs.append(
                     {
@@ -164,21 +155,14 @@ def run(ctx: RecipeContext) -> None:
                         "params": model.num_params(),
                         "heldout_loss": loss,
                         "kshot": dict(zip(r.shots, r.accuracy)),
-                        "wall_s": result.elapsed_s,
-                        "history": [
-                            {
-                                key: e[key]
-                                for key in e
-                                if key == "iter" or key.startswith("lookup_") or key == "val_loss"
-                            }
-                            for e in result.history
-                            if "val_loss" in e
-                        ],
+                        "n": r.n,
+                        "wall_s": wall,
+                        "history": history,
                     }
                 )
                 print(
                     f"[icl] sweep {n_layer}x{n_embd} seed {seed}: loss {loss:.3f}, "
-                    f"k-shot {runs[-1]['kshot']} ({result.elapsed_s:.0f} s)",
+                    f"k-shot {runs[-1]['kshot']} ({wall:.0f} s)",
                     flush=True,
                 )
         ctx.save(
@@ -186,10 +170,10 @@ def run(ctx: RecipeContext) -> None:
             settings={**s, "only": "icl/sweep"},
             metrics={
                 "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
-                "chance": icl.FAMILIES["lookup"].chance,
+                "chance": icl.FAMILIES["pairs"].chance,
             },
             history={f"{r['n_layer']}x{r['n_embd']}/seed{r['seed']}": r["history"] for r in runs},
         )
 
 
-__all__ = ["run", "dataclasses"]
+__all__ = ["run"]
