@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import textwrap
 from typing import Callable, Sequence
 
 import torch
@@ -33,6 +34,13 @@ __all__ = [
     "check_accuracy_by_gap",
     "check_normalised_reward",
 ]
+
+
+class _Report(str):
+    """A checker's message: a plain string, shown in a notebook wrapped to the page's width."""
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(textwrap.fill(self, 88))
 
 
 def _prediction(prediction, allowed: Sequence[str]) -> str:
@@ -129,7 +137,7 @@ def check_prompt_loss_after_sft(
             "the prompt tokens carry no loss in SFT, so nothing holds the model's prediction "
             "of them in place while the shared weights move towards answering.",
         )
-    return f"split_loss is correct and your prediction '{guess}' was right: {report}."
+    return _Report(f"split_loss is correct and your prediction '{guess}' was right: {report}.")
 
 
 def _diagnose_split(model, p_ids, r_ids, got_p, got_r, ref_p, ref_r, name) -> None:
@@ -224,7 +232,7 @@ def check_capital_recall(fn: Callable, prediction, model, tokenizer, world) -> s
             "the facts came from encyclopedia sentences; the dialogues of its web data taught "
             "other continuations for a question.",
         )
-    return f"capital_recall is correct and your prediction '{guess}' was right: {report}."
+    return _Report(f"capital_recall is correct and your prediction '{guess}' was right: {report}.")
 
 
 # ----------------------------------------------------------------------------- chapter 12
@@ -319,7 +327,7 @@ def check_margin_loss(fn: Callable, sft, tokenizer, world, margin: float = 2.0) 
             "a constant margin should mostly rescale the rewards; check the loss on a batch "
             "with margin 0 against the chapter's rm_loss.",
         )
-    return f"margin loss: correct; {report}."
+    return _Report(f"margin loss: correct; {report}.")
 
 
 def _pair_accuracy(
@@ -390,7 +398,7 @@ def check_accuracy_by_gap(
     )
     if guess != measured:
         _fail(f"you predicted '{guess}', the measurement says '{measured}': {report}.")
-    return f"accuracy_by_gap is correct and your prediction '{guess}' was right: {report}."
+    return _Report(f"accuracy_by_gap is correct and your prediction '{guess}' was right: {report}.")
 
 
 @checker
@@ -441,7 +449,7 @@ def check_normalised_reward(fn: Callable, reward_fn: Callable, world, n: int = 2
             "the shift is the same for two different sets of demonstrations: is it computed "
             "from the demonstrations you are given?"
         )
-    return (
+    return _Report(
         "normalised reward: correct; the demonstrations average 0 and every difference between "
         f"answers is kept (shifts of {shifts[0]:+.3f} and {shifts[1]:+.3f} on two sets)."
     )
