@@ -47,7 +47,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from gptlib.fimtext import (
+# The transform is re-exported: a chapter imports everything about FIM from gptlib.fim.
+from gptlib import fimtext
+from gptlib.fimtext import (  # noqa: F401
     EOT,
     MID,
     PRE,
@@ -67,21 +69,7 @@ from gptlib.fimtext import (
 from gptlib.toycode import Hole, function_corpus, make_hole
 
 __all__ = [
-    "PRE",
-    "SUF",
-    "MID",
-    "EOT",
-    "SENTINELS",
-    "show",
-    "fim_tokenizer",
-    "split_document",
-    "psm",
-    "spm",
-    "fim_transform",
-    "apply_fim",
-    "undo_fim",
-    "fim_prompt",
-    "build_stream",
+    *fimtext.__all__,
     "infill",
     "complete_lines",
     "sample_middles",
