@@ -9,7 +9,12 @@ import math
 import pytest
 import torch
 
-from gptlib.rlhf.dialogue import admits_mistake, correction_demonstration, correction_dialogues
+from gptlib.rlhf.dialogue import (
+    admits_mistake,
+    correction_demonstration,
+    correction_dialogues,
+    follow_up_dialogues,
+)
 from gptlib.rlhf.overoptimisation import (
     best_of_n_kl_bound,
     best_of_n_weights,
@@ -143,3 +148,13 @@ def test_correction_dialogues():
     assert correction_dialogues(world, "test", 10, seed=1) == items
     with pytest.raises(ValueError, match="wrong_share"):
         correction_dialogues(world, "test", 3, wrong_share=2)
+
+
+def test_follow_up_dialogues():
+    world = ToyWorld(0)
+    items = follow_up_dialogues(world, 6, seed=1)
+    assert items == follow_up_dialogues(world, 6, seed=1)
+    for text, p in items:
+        assert text.endswith(f"User: What about {p.entity}?\nAssistant: ")
+        assert p.answer == world.capital[p.entity]
+        assert world.gold_reward(p, world.demonstration(p)) > 0.9

@@ -10,7 +10,10 @@ reward model. Every policy is scored on the same ``eval_prompts`` held-out test 
 
 Written: ``rlhf/ppo`` and ``rlhf/dpo`` (seed ``seeds[0]``), ``rlhf/ppo-round2``, and
 ``rlhf/ppo-runs`` (measurements: per-run curves, per-prompt gold rewards, bootstrap
-intervals of PPO - SFT and DPO - SFT, win rates, the best-of-n line).
+intervals of PPO - SFT and DPO - SFT, win rates, the best-of-n line); last ``rlhf/chat``,
+chapter 14's dialogue-tuned policy: ``rlhf/ppo`` fine-tuned on follow-up and correction
+dialogues mixed with single-turn demonstrations (``--only rlhf/chat`` remakes just that one
+from the ``rlhf/ppo`` in ``--out``, else the shipped one).
 """
 from __future__ import annotations
 
@@ -186,6 +189,59 @@ def _summary(runs: dict, sft: dict, seeds: list, names: dict) -> dict:
     return out
 
 
+def _chat(ctx: RecipeContext) -> None:
+    """Chapter 14's step from InstructGPT to ChatGPT: PPO fine-tuned on dialogues."""
+    import random
+
+    import torch
+
+    from gptlib import assets
+    from gptlib.rlhf.dialogue import (
+        admits_mistake,
+        correction_demonstration,
+        correction_dialogues,
+        follow_up_dialogues,
+    )
+    from gptlib.rlhf.sft import generate_responses, train_sft
+    from gptlib.rlhf.world import ToyWorld
+
+    torch.set_num_threads(1)
+    s, c, t0 = ctx.settings, ctx.settings["chat"], time.perf_counter()
+    world = ToyWorld(s["world_seed"])
+    root = ctx.out if (ctx.out / "rlhf" / "ppo" / "meta.json").exists() else None
+    ppo = assets.load("rlhf/ppo", root=root)
+    lm, tok = ppo.model, ppo.tokenizer
+    demos = [(t, world.demonstration(p)) for t, p in follow_up_dialogues(world, c["follow_ups"],
+                                                                         seed=100)]
+    demos += [(t, correction_demonstration(p)) for t, p in correction_dialogues(
+        world, "train", c["corrections"], seed=100, wrong_share=c["wrong_share"])]
+    demos += [(p.formatted, world.demonstration(p))
+              for p in world.prompts("train", c["single"], seed=4)]
+    random.Random(0).shuffle(demos)
+    res = train_sft(lm, tok, demos, iters=c["iters"], batch_size=c["batch_size"], lr=c["lr"],
+                    seed=0)
+    tests = {"follow-up": follow_up_dialogues(world, c["eval"], seed=1),
+             "mistake": correction_dialogues(world, "test", c["eval"], seed=3),
+             "stands": correction_dialogues(world, "test", c["eval"], seed=4, wrong_share=0.0)}
+    metrics: dict = {"demonstrations": len(demos)}
+    for kind, items in tests.items():
+        replies = generate_responses(lm, tok, [t for t, _ in items], 48, greedy=True)
+        ok = [admits_mistake(p, r) if kind != "follow-up" else p.answer in r
+              for (_, p), r in zip(items, replies)]
+        metrics[kind] = sum(ok) / len(ok)
+        metrics[f"gold {kind}"] = sum(world.gold_reward(p, r)
+                                      for (_, p), r in zip(items, replies)) / len(items)
+    ctx.save("rlhf/chat", model=lm, builder="gptlib.model:GPT.from_config",
+             model_config=_asdict(lm.config), tokenizer=tok, metrics=metrics,
+             history=res.history, wall_s=time.perf_counter() - t0)
+
+
+def _asdict(config) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
 def run(ctx: RecipeContext) -> None:
     import copy
     import dataclasses
@@ -196,6 +252,12 @@ def run(ctx: RecipeContext) -> None:
     from gptlib.rlhf.evaluation import best_of_n, sample_gold, score_samples
 
     s = ctx.settings
+    if s["only"] == "rlhf/chat":
+        _chat(ctx)
+        return
+    if s["only"]:
+        raise ValueError(f"--only {s['only']!r}: the only asset this recipe makes alone is "
+                         "'rlhf/chat' (leave it empty to make them all)")
     # the chain rlhf -> ppo into one --out folder (the tests' quick runs), else the shipped models
     source = ctx.out if (ctx.out / "rlhf" / "sft" / "meta.json").exists() else None
     S = _Setup(s, source)
@@ -251,3 +313,4 @@ def run(ctx: RecipeContext) -> None:
              history=history)
     print({k: (round(v["diff"], 3), [round(x, 3) for x in v["ci95"]])
            for k, v in summary.items() if isinstance(v, dict)}, flush=True)
+    _chat(ctx)

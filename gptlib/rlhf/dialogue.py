@@ -1,4 +1,5 @@
-"""Two-turn dialogues of the toy world: the user says the assistant's last answer was wrong.
+"""Two-turn dialogues of the toy world: follow-up questions, and the user saying the
+assistant's last answer was wrong.
 
 ChatGPT was noticed for *admitting mistakes*: told that an answer was wrong, it corrects it.
 :func:`correction_dialogues` builds that test on the toy world's facts: a question about a
@@ -18,7 +19,13 @@ import random
 
 from gptlib.rlhf.world import Prompt, format_prompt
 
-__all__ = ["CHALLENGES", "correction_dialogues", "correction_demonstration", "admits_mistake"]
+__all__ = [
+    "CHALLENGES",
+    "follow_up_dialogues",
+    "correction_dialogues",
+    "correction_demonstration",
+    "admits_mistake",
+]
 
 #: What the user says after the assistant's answer.
 CHALLENGES: tuple[str, ...] = (
@@ -28,6 +35,20 @@ CHALLENGES: tuple[str, ...] = (
     "Wrong, try again.",
     "Are you sure? That's wrong.",
 )
+
+
+def follow_up_dialogues(world, n: int, seed: int = 0) -> list[tuple[str, Prompt]]:
+    """``n`` dialogues ``(text, prompt)``: a question about one land, its right answer, then
+    "What about *Y*?"; ``prompt`` is the fact question about *Y* the reply must answer."""
+    rng = random.Random(f"follow-{seed}")
+    out = []
+    for _ in range(n):
+        x, y = rng.sample(world.known, 2)
+        q = rng.choice(["What is the capital of {}?", "Name the capital of {}.", "capital of {}?"])
+        text = format_prompt([q.format(x), world.capital[x] + ".", f"What about {y}?"])
+        question = f"What is the capital of {y}?"
+        out.append((text, Prompt(question, "fact", answer=world.capital[y], entity=y)))
+    return out
 
 
 def correction_dialogues(
