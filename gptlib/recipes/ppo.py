@@ -225,7 +225,8 @@ def _chat(ctx: RecipeContext) -> None:
              "stands": correction_dialogues(world, "test", c["eval"], seed=4, wrong_share=0.0)}
     metrics: dict = {"demonstrations": len(demos)}
     for kind, items in tests.items():
-        replies = generate_responses(lm, tok, [t for t, _ in items], 48, greedy=True)
+        replies = generate_responses(lm, tok, [t for t, _ in items], min(48, s["max_new_tokens"]),
+                                     greedy=True)
         ok = [admits_mistake(p, r) if kind != "follow-up" else p.answer in r
               for (_, p), r in zip(items, replies)]
         metrics[kind] = sum(ok) / len(ok)
