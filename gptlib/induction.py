@@ -135,8 +135,11 @@ class AttnOnly(nn.Module):
             maps.append(att)
         return self.head(self.ln_f(x)), maps
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, T, vocab_size)``."""
+    def forward(self, idx: torch.Tensor, kv_cache: None = None) -> torch.Tensor:
+        """Logits ``(B, T, vocab_size)``. ``kv_cache`` is accepted for
+        :func:`gptlib.sampling.generate` and must be None: this model keeps no cache."""
+        if kv_cache is not None:
+            raise ValueError("AttnOnly keeps no KV cache: generate with use_cache=False")
         return self._run(idx, False)[0]
 
     @torch.no_grad()
