@@ -6,6 +6,8 @@ demonstrations of a pool of labellers, loss on the response only) and ``rlhf/rew
 body with a scalar head, trained as InstructGPT's was: K samples of the SFT policy per prompt
 at temperature 1, ranked by the world's noisy labeller, all C(K, 2) pairs of a ranking in one
 batch).
+Also chapter 14's two arithmetic models, ``rlhf/calc-direct`` (writes the answer) and
+``rlhf/calc-tool`` (writes a calculator call, then the result), independent of the others.
 ``--only rlhf/sft`` remakes one stage from the earlier ones under ``--out``.
 """
 
@@ -16,7 +18,7 @@ import time
 
 from gptlib.recipes.context import RecipeContext
 
-STAGES = ("rlhf/base", "rlhf/sft", "rlhf/reward")
+STAGES = ("rlhf/base", "rlhf/sft", "rlhf/reward", "rlhf/calc-direct", "rlhf/calc-tool")
 
 
 def _params(model) -> int:
@@ -145,6 +147,34 @@ def make_reward(ctx: RecipeContext, world, tok) -> None:
     )
 
 
+def make_calc(ctx: RecipeContext, use_tool: bool) -> None:
+    """Chapter 14's small arithmetic model, with or without calculator calls."""
+    import torch
+
+    from gptlib.model import GPT, GPTConfig
+    from gptlib.rlhf.sft import train_sft
+    from gptlib.rlhf.tools import arithmetic_problems, calc_tokenizer, tool_demonstrations
+
+    s, t0 = ctx.settings["calc"], time.perf_counter()
+    problems = arithmetic_problems(s["n_problems"], seed=0)
+    tok = calc_tokenizer(problems)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, **s["model"]))
+    res = train_sft(model, tok, tool_demonstrations(problems, use_tool), iters=s["iters"],
+                    batch_size=s["batch_size"], lr=s["lr"])
+    ctx.save(
+        "rlhf/calc-tool" if use_tool else "rlhf/calc-direct",
+        model=model,
+        builder="gptlib.model:GPT.from_config",
+        model_config=dataclasses.asdict(model.config),
+        tokenizer=tok,
+        metrics={"train_loss": (res.curve("train_loss")[1] or [None])[-1],
+                 "problems": len(problems), "iters": s["iters"]},
+        history=res.history,
+        wall_s=time.perf_counter() - t0,
+    )
+
+
 def run(ctx: RecipeContext) -> None:
     import torch
 
@@ -157,7 +187,9 @@ def run(ctx: RecipeContext) -> None:
     if ctx.settings["device"] == "cpu":
         torch.set_num_threads(1)
     world, tok = ToyWorld(ctx.settings["world_seed"]), make_tokenizer()
-    makers = {"rlhf/base": make_base, "rlhf/sft": make_sft, "rlhf/reward": make_reward}
+    makers = {"rlhf/base": make_base, "rlhf/sft": make_sft, "rlhf/reward": make_reward,
+              "rlhf/calc-direct": lambda ctx, world, tok: make_calc(ctx, use_tool=False),
+              "rlhf/calc-tool": lambda ctx, world, tok: make_calc(ctx, use_tool=True)}
     for name in STAGES:
         if only in (None, name):
             makers[name](ctx, world, tok)

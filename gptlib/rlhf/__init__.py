@@ -13,6 +13,7 @@
 - :mod:`gptlib.rlhf.overoptimisation`: reward over-optimisation over a sample pool (best-of-n,
   the KL-regularised optimum, exact KL, Gao et al.'s functional forms, proxy ensembles);
 - :mod:`gptlib.rlhf.dialogue`: two-turn dialogues where the user says the answer was wrong;
+- :mod:`gptlib.rlhf.tools`: arithmetic demonstrations with and without calculator calls;
 - :mod:`gptlib.rlhf.tamer`: TAMER, learning from a trainer's +1/-1 on a gridworld.
 
 The trained models are assets (``gptlib.assets.load("rlhf/sft")``, ``rlhf/base``,
