@@ -17,10 +17,13 @@ change), so a model that cannot copy from a hundred characters back scores 0 exa
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
+
+import torch
 
 from gptlib.fim import EOT, _generate_text
 from gptlib.toycode import NAMES, CodeTask, function_corpus
@@ -35,6 +38,9 @@ __all__ = [
     "apply_edit",
     "edit_applied",
     "evaluate_edits",
+    "extend_positions",
+    "edit_batches",
+    "exact_match_ci95",
 ]
 
 EDIT_KINDS = ("rename", "docstring", "return", "wrap")
@@ -171,3 +177,85 @@ def evaluate_edits(
     scores = {k: sum(v) / len(v) for k, v in hits.items()}
     scores["all"] = sum(sum(v) for v in hits.values()) / max(1, sum(len(v) for v in hits.values()))
     return scores
+
+
+def extend_positions(model, block_size: int):
+    """A copy of ``model`` (a :class:`gptlib.model.GPT`) with ``block_size`` learned positions.
+
+    An edit document (code, instruction, edited code) is about twice as long as the code, up
+    to ~430 characters here, and the edited code can only be *copied* if the input is still in
+    the context: a model with 192 positions has lost the start of the input by the time it
+    writes the end of the output. The first positions keep their trained embeddings, the new
+    ones start as in a fresh model and are learned while fine-tuning on edits.
+    """
+    from gptlib.model import GPT
+
+    old = model.config.block_size
+    if block_size < old:
+        raise ValueError(
+            f"block_size {block_size} is smaller than the model's {old}; extend, do not crop."
+        )
+    config = dataclasses.replace(model.config, block_size=block_size)
+    new = GPT(config).to(next(model.parameters()).device)
+    state = {k: v.float() for k, v in model.state_dict().items()}
+    wpe = new.wpe.weight.detach().clone()
+    wpe[:old] = state["wpe.weight"]
+    state["wpe.weight"] = wpe
+    new.load_state_dict(state)
+    return new
+
+
+def edit_batches(
+    examples: Sequence[EditExample], tokenizer, block_size: int, batch_size: int
+) -> Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]:
+    """``batch_fn(generator)`` for :func:`gptlib.train.train`: windows that start at an ``<EOT>``.
+
+    The edit documents are joined, each after an ``<EOT>``; every window of ``block_size``
+    tokens starts at the beginning of a document, as :func:`apply_edit`'s prompt does, so the
+    model learns to write the edited code with the whole input in view.
+    """
+    longest = max(len(edit_text(e)) for e in examples) + 2
+    if block_size < longest:
+        raise ValueError(
+            f"block_size {block_size} cannot hold the longest edit document ({longest} "
+            f"characters with its <EOT>s); use block_size >= {longest}."
+        )
+    text = EOT + "".join(edit_text(e) + EOT for e in examples) + EOT * block_size
+    data = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    eot = tokenizer.encode(EOT)[0]
+    starts = (data[: -block_size - 1] == eot).nonzero().flatten()
+    starts = starts[: len(examples)]  # one start per document (not in the padding)
+    offsets = torch.arange(block_size)
+
+    def batch_fn(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        i = starts[torch.randint(len(starts), (batch_size,), generator=generator)]
+        idx = i[:, None] + offsets
+        return data[idx], data[idx + 1]
+
+    return batch_fn
+
+
+def exact_match_ci95(
+    examples: Sequence[EditExample], outputs: Sequence[str]
+) -> dict[str, tuple[float, float]]:
+    """95% Wilson interval of the exact-match rate per edit kind (and ``"all"``).
+
+    Wilson's interval stays inside [0, 1] and is not degenerate at 0 or n hits, which is
+    where a small model's scores sit.
+    """
+    if len(examples) != len(outputs):
+        raise ValueError(
+            f"{len(examples)} examples but {len(outputs)} outputs; pass one per example."
+        )
+    hits: dict[str, list[bool]] = {}
+    for ex, out in zip(examples, outputs):
+        hits.setdefault(ex.kind, []).append(out == ex.after)
+    hits["all"] = [h for kind in list(hits) for h in hits[kind]]
+    z = 1.959964
+    result = {}
+    for kind, h in hits.items():
+        n, p = len(h), sum(h) / len(h)
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+        result[kind] = (max(0.0, centre - half), min(1.0, centre + half))
+    return result

@@ -476,12 +476,17 @@ def best_of_m(
     )
 
 
-def left_to_right_loss(model: torch.nn.Module, tokenizer, docs: Sequence[str]) -> float:
+def left_to_right_loss(
+    model: torch.nn.Module, tokenizer, docs: Sequence[str], *, skip_first: bool = False
+) -> float:
     """The ordinary next-token loss (nats per token) on plain documents: FIM-for-free's yardstick.
 
     The documents are joined as in training (each after an ``<EOT>``) and read in
     consecutive, non-overlapping windows of the model's context, all of them, so two models
     are scored on exactly the same tokens. Uses :func:`gptlib.evaluate.heldout_loss`.
+    ``skip_first=True`` leaves out each document's first token (the one after ``<EOT>``):
+    a FIM-trained model cannot be sure of it, since a document may also begin with a
+    sentinel, so this part of the FIM tax is certain and separate from the rest.
     """
     from gptlib.evaluate import heldout_loss
 
@@ -491,11 +496,11 @@ def left_to_right_loss(model: torch.nn.Module, tokenizer, docs: Sequence[str]) -
     if n < 1:
         raise ValueError(f"need more than {block} tokens of documents, got {ids.numel()}.")
     x = ids[: n * block].view(n, block)
-    y = ids[1 : n * block + 1].view(n, block)
+    y = ids[1 : n * block + 1].view(n, block).clone()
+    if skip_first:
+        y[x == tokenizer.encode(EOT)[0]] = -100  # lm_loss's ignore_index
     batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, n, 32)]
-    sizes = [len(b[0]) for b in batches]
-    # heldout_loss averages batch means; weight them by size so every window counts once
-    total = 0.0
-    for batch, size in zip(batches, sizes):
-        total += heldout_loss(model, [batch]) * size
-    return total / n
+    # heldout_loss averages batch means; weight them by their scored tokens so each counts once
+    weights = [int((b[1] != -100).sum()) for b in batches]
+    total = sum(heldout_loss(model, [b]) * w for b, w in zip(batches, weights))
+    return total / sum(weights)

@@ -269,6 +269,14 @@ def test_left_to_right_loss_matches_cross_entropy():
         model(x).reshape(-1, tok.vocab_size), y.reshape(-1)
     ).item()
     assert abs(fim.left_to_right_loss(model, tok, docs) - ref) < 1e-5
+    # skip_first: the same, without each document's first token (the one after <EOT>)
+    keep = (x != tok.encode(EOT)[0]).reshape(-1)
+    per_token = torch.nn.functional.cross_entropy(
+        model(x).reshape(-1, tok.vocab_size), y.reshape(-1), reduction="none"
+    )
+    assert 0 < (~keep).sum() < keep.sum()
+    ref = per_token[keep].mean().item()
+    assert abs(fim.left_to_right_loss(model, tok, docs, skip_first=True) - ref) < 1e-5
 
 
 def test_gptlib_fim_is_reachable_as_an_attribute():
@@ -290,3 +298,44 @@ def test_edit_applied_accepts_the_target_and_rejects_the_input():
     ret = next(e for e in examples if e.kind == "return")
     garbled = "def g(q):\n" + ret.after.splitlines(keepends=True)[-1]
     assert edit.edit_applied(ret, garbled) and garbled != ret.after
+
+
+def test_extend_positions_keeps_the_model_on_its_old_positions():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=100, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    model = GPT(cfg).eval()
+    longer = edit.extend_positions(model, 40).eval()
+    assert longer.config.block_size == 40 and longer.wpe.weight.shape[0] == 40
+    idx = torch.randint(100, (2, 16))
+    with torch.no_grad():
+        assert torch.allclose(model(idx)[0], longer(idx)[0], atol=1e-6)
+        longer(torch.randint(100, (1, 40)))  # the new positions are usable
+    with pytest.raises(ValueError, match="smaller than the model's 16"):
+        edit.extend_positions(model, 8)
+
+
+def test_edit_batches_start_at_a_document_and_hold_it_whole():
+    tok = fim.fim_tokenizer()
+    examples = edit.edit_dataset(12, seed=0)
+    block = max(len(edit.edit_text(e)) for e in examples) + 2
+    batch_fn = edit.edit_batches(examples, tok, block, batch_size=6)
+    x, y = batch_fn(torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (6, block)
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    texts = {edit.edit_text(e) for e in examples}
+    for row in x.tolist():
+        text = tok.decode(row)
+        assert text.startswith(EOT)
+        assert text[1:].split(EOT)[0] in texts  # a whole document after the <EOT>
+    with pytest.raises(ValueError, match="cannot hold the longest edit document"):
+        edit.edit_batches(examples, tok, block - 2, batch_size=2)
+
+
+def test_exact_match_ci95_is_wilson_and_checks_lengths():
+    examples = edit.edit_dataset(8, seed=0)  # two of each kind
+    ci = edit.exact_match_ci95(examples, [e.after for e in examples])
+    assert ci["all"][1] == 1.0 and 0.6 < ci["all"][0] < 0.7  # Wilson, 8 of 8: [0.676, 1]
+    ci = edit.exact_match_ci95(examples, [e.before for e in examples])
+    assert all(lo == 0.0 and 0.0 < hi < 1.0 for lo, hi in ci.values())
+    with pytest.raises(ValueError, match="8 examples but 7 outputs"):
+        edit.exact_match_ci95(examples, [e.after for e in examples[:7]])

@@ -10,10 +10,10 @@ here on fresh functions (generator seeds other than the training seed) and store
 
 from __future__ import annotations
 
-import copy
 import time
 
 from gptlib.recipes.context import RecipeContext
+from gptlib.settings import SettingsError
 
 
 def _train(model, data, settings: dict, seed: int, progress: bool):
@@ -52,7 +52,7 @@ def _train_base(which: str, s: dict, progress: bool):
     """
     import torch
 
-    from gptlib import edit, fim
+    from gptlib import fim
     from gptlib.device import seed_everything
     from gptlib.model import GPT, GPTConfig
     from gptlib.toycode import function_corpus
@@ -71,21 +71,83 @@ def _train_base(which: str, s: dict, progress: bool):
     out = {which: (r.model.state_dict(), _curve(r), r.iters, r.elapsed_s)}
     print(f"[fim] {which}: {r.iters} steps, {r.elapsed_s:.0f} s", flush=True)
     if which == "fim":
-        ed = s["edit"]
-        examples = edit.edit_dataset(ed["n_edit"], seed=s["seed"])
-        text = fim.EOT + "".join(edit.edit_text(e) + fim.EOT for e in examples)
-        data = torch.tensor(tok.encode(text), dtype=torch.uint8)
-        e = _train(copy.deepcopy(r.model).train(), data, {**tr, **ed}, s["seed"] + 2, progress)
-        out["edit"] = (e.model.state_dict(), _curve(e), e.iters, e.elapsed_s)
-        print(f"[fim] edit: {e.iters} steps, {e.elapsed_s:.0f} s", flush=True)
+        out["edit"] = _train_edit(r.model, s, progress)
     return out
+
+
+def _train_edit(base, s: dict, progress: bool):
+    """Fine-tune a copy of the FIM model ``base`` on edits, with ``edit.block_size`` positions.
+
+    Every training window starts at a document (:func:`gptlib.edit.edit_batches`), so the
+    whole input is in view while the edited code is written. Returns the state dict, the
+    curve, steps, seconds and the model config.
+    """
+    from gptlib import edit, fim
+
+    ed = s["edit"]
+    tok = fim.fim_tokenizer()
+    model = edit.extend_positions(base, ed["block_size"]).train()
+    examples = edit.edit_dataset(ed["n_edit"], seed=s["seed"])
+    batches = edit.edit_batches(examples, tok, ed["block_size"], s["train"]["batch_size"])
+    e = _train(model, batches, {**s["train"], **ed}, s["seed"] + 2, progress)
+    print(f"[fim] edit: {e.iters} steps, {e.elapsed_s:.0f} s", flush=True)
+    config = {k: getattr(model.config, k) for k in s["_model_config"]}
+    return (e.model.state_dict(), _curve(e), e.iters, e.elapsed_s, config)
+
+
+def _save_edit(ctx: RecipeContext, trained_edit, tasks) -> None:
+    """Measure the edit model on held-out edits (functions it never saw) and save ``fim/edit``."""
+    from gptlib import edit, fim
+    from gptlib.model import GPT, GPTConfig
+
+    s = ctx.settings
+    state, curve, iters, train_s, config = trained_edit
+    model = GPT(GPTConfig(**config))
+    # measured with the weights as shipped (float16), so the chapter can reproduce each hit
+    model.load_state_dict({k: v.half().float() for k, v in state.items()})
+    model.eval()
+    tok = fim.fim_tokenizer()
+    train_sources = {t.source for t in tasks}
+    held = edit.edit_dataset(s["edit"]["n_eval"], seed=s["eval"]["seed"] + 3, exclude=train_sources)
+    start = time.perf_counter()
+    outputs: list[str] = []
+    scores = edit.evaluate_edits(model, tok, held, outputs=outputs)
+    applied: dict[str, list[bool]] = {}
+    for ex, out in zip(held, outputs):
+        applied.setdefault(ex.kind, []).append(edit.edit_applied(ex, out))
+    print(f"[fim] edit: exact match {scores}", flush=True)
+    ctx.save(
+        "fim/edit",
+        model=model,
+        builder="gptlib.model:GPT.from_config",
+        model_config=config,
+        tokenizer=tok,
+        half=True,
+        metrics={
+            "exact_match": scores,
+            "exact_match_ci95": {
+                k: list(v) for k, v in edit.exact_match_ci95(held, outputs).items()
+            },
+            "applied": {k: sum(v) / len(v) for k, v in applied.items()},
+            "hits": [int(out == ex.after) for ex, out in zip(held, outputs)],
+            "n_eval": len(held),
+            "n_eval_per_kind": {k: len(v) for k, v in applied.items()},
+            "eval_seed": s["eval"]["seed"] + 3,
+            "iters": iters,
+            "train_s": train_s,
+            "measure_s": time.perf_counter() - start,
+            "block_size": config["block_size"],
+            "params": model.num_params(),
+        },
+        history=curve,
+    )
 
 
 def run(ctx: RecipeContext) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    from gptlib import edit, fim
+    from gptlib import fim
     from gptlib.model import GPT, GPTConfig
     from gptlib.toycode import function_corpus, make_hole
 
@@ -98,6 +160,24 @@ def run(ctx: RecipeContext) -> None:
         "block_size": s["train"]["block_size"],
     }
     job = {**s, "_model_config": model_config}
+    if s["only"] == "fim/edit":  # remake the edit model alone, from the shipped FIM model
+        from gptlib import assets
+
+        try:
+            base = assets.load("fim/fim", root=ctx.out).model
+        except assets.AssetError as e:
+            raise SettingsError(
+                f"--only fim/edit fine-tunes the FIM model, which is missing ({e}); "
+                "run 'python -m gptlib.recipes fim' first."
+            ) from e
+        _save_edit(
+            ctx, _train_edit(base, job, not ctx.quick), function_corpus(s["n_train"], s["seed"])
+        )
+        return
+    elif s["only"]:
+        raise SettingsError(
+            f"--only takes 'fim/edit' (or nothing, for all three), got {s['only']!r}."
+        )
     trained: dict = {}
     if s["parallel"]:
         with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
@@ -107,7 +187,8 @@ def run(ctx: RecipeContext) -> None:
         for w in ("fim", "l2r"):
             trained.update(_train_base(w, job, not ctx.quick))
     models: dict = {}
-    for name, (state, _, _, _) in trained.items():
+    for name in ("fim", "l2r"):
+        state = trained[name][0]
         models[name] = GPT(GPTConfig(**model_config))
         models[name].load_state_dict(state)
         models[name].eval()
@@ -192,24 +273,4 @@ def run(ctx: RecipeContext) -> None:
         )
 
     # Editing by instruction: the FIM model fine-tuned on edits of training functions.
-    _, curve, iters, train_s = trained["edit"]
-    train_sources = {t.source for t in tasks}
-    held_edits = edit.edit_dataset(s["edit"]["n_eval"], seed=ev["seed"] + 3, exclude=train_sources)
-    scores = edit.evaluate_edits(models["edit"], tok, held_edits)
-    print(f"[fim] edit: exact match {scores}", flush=True)
-    ctx.save(
-        "fim/edit",
-        model=models["edit"],
-        builder="gptlib.model:GPT.from_config",
-        model_config=model_config,
-        tokenizer=tok,
-        half=True,
-        metrics={
-            "exact_match": scores,
-            "n_eval": len(held_edits),
-            "iters": iters,
-            "train_s": train_s,
-            "params": models["edit"].num_params(),
-        },
-        history=curve,
-    )
+    _save_edit(ctx, trained["edit"], tasks)
