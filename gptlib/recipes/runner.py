@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import shlex
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -57,10 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] == "--list":
         for name in recipe_names():
             doc = (importlib.import_module(f"gptlib.recipes.{name}").__doc__ or "").strip()
-            print(
-                f"{name:14s} {', '.join(recipe_assets(name))}\n"
-                f"{'':14s} {doc.splitlines()[0] if doc else ''}"
-            )
+            # The first sentence of the docstring's first paragraph, however it is wrapped.
+            summary = " ".join(doc.split("\n\n")[0].split()).split(". ")[0].rstrip(".")
+            pad = " " * 19
+            wrapped = textwrap.fill(summary + ".", 100, initial_indent=pad, subsequent_indent=pad)
+            print(f"{name:18s} {', '.join(recipe_assets(name))}\n{wrapped}")
         return 0
     name, rest = argv[0], argv[1:]
     mode = None
