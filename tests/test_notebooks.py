@@ -74,3 +74,14 @@ def test_every_chapter_is_in_the_toc():
         if source.name.startswith("_"):
             continue
         assert f"chapters/{source.stem}" in toc, f"{source.name} is not listed in book/_toc.yml"
+
+
+def test_chapters_write_nothing_outside_their_folder():
+    """A figure saved to /tmp (a leftover of looking at it while writing) fails on a reader's
+    Windows machine and litters everyone else's; chapters show figures, they do not save them."""
+    for source in SOURCES:
+        for cell in jupytext.read(source).cells:
+            if cell.cell_type == "code":
+                assert "/tmp/" not in cell.source and ".savefig(" not in cell.source, (
+                    f"{source.name}: a code cell writes a file:\n{cell.source[:300]}"
+                )
