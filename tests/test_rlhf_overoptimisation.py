@@ -3,6 +3,7 @@ forms, proxies from comparisons; the correction dialogues of chapter 14."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -158,3 +159,46 @@ def test_follow_up_dialogues():
         assert text.endswith(f"User: What about {p.entity}?\nAssistant: ")
         assert p.answer == world.capital[p.entity]
         assert world.gold_reward(p, world.demonstration(p)) > 0.9
+
+
+def test_trained_policy_measurement_on_the_sft_model():
+    from gptlib import assets
+    from gptlib.rlhf.overoptimisation import (
+        head_from_state,
+        head_state,
+        policy_point,
+        proxy_reward_fn,
+    )
+    from gptlib.rlhf.reward import response_features
+
+    torch.manual_seed(0)
+    sft = assets.load("rlhf/sft")
+    model, tok = sft.model.eval(), sft.tokenizer
+    head = torch.nn.Linear(model.config.n_embd, 1)
+    again = head_from_state(head_state(head))
+    assert torch.equal(again.weight, head.weight) and torch.equal(again.bias, head.bias)
+    world = ToyWorld(0)
+    prompts = world.prompts("test", 3, seed=0)
+    reward_fn = proxy_reward_fn(model, tok, head)
+    texts, replies = [p.formatted for p in prompts], ["Yes.\n", "I don't know.\n", "Paris"]
+    with torch.no_grad():
+        expected = head(response_features(model, tok, texts, replies)).squeeze(-1)
+    assert torch.allclose(reward_fn(texts, replies), expected)
+    # the policy is its reference: every sampled response has log-ratio 0, so KL is exactly 0
+    pt = policy_point(model, model, tok, world, prompts, reward_fn, samples=2, max_new_tokens=8)
+    assert pt["kl"] == 0.0 and 0.0 <= pt["gold"] <= 1.0 and len(pt["per_prompt_gold"]) == 3
+    # the same seed draws the same responses (common random numbers across checkpoints)
+    assert (
+        policy_point(model, model, tok, world, prompts, reward_fn, samples=2, max_new_tokens=8)
+        == pt
+    )
+    # a perturbed policy has a positive KL estimate on average over enough samples
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.lm_head.weight.add_(0.5 * torch.randn_like(other.lm_head.weight))
+    moved = policy_point(other, model, tok, world, prompts, reward_fn, samples=8, max_new_tokens=8)
+    assert moved["kl"] > 0.1
+    with pytest.raises(ValueError, match="samples >= 1"):
+        policy_point(model, model, tok, world, prompts, reward_fn, samples=0)
+    with pytest.raises(ValueError, match="one output"):
+        head_state(torch.nn.Linear(4, 2))

@@ -9,6 +9,13 @@ over the pool (:mod:`gptlib.rlhf.overoptimisation`): gold and proxy reward again
 Gao's functional forms are fitted, the peak KL per size is read off, and an ensemble of
 ``members`` proxies (mean and min of their scores) is compared with a single one.
 
+Then a trained policy (``[ppo_trained]``): PPO from the SFT policy (value model from
+``rlhf/reward``, as recipe ``ppo`` does) against one proxy trained the same way on
+``comparisons`` comparisons, KL coefficient ``ppo.init_kl_coef``, measured every
+``eval_every`` steps on held-out test prompts (gold, proxy, KL from its own samples), one run
+per seed. ``--only ppo_trained`` runs just that part and adds it to the existing asset (in
+``--out``, else the shipped one); the full command makes both.
+
 Written: ``rlhf/overoptimisation`` (measurements only, in ``meta.json``).
 """
 
@@ -87,6 +94,148 @@ def _strip(curve: dict) -> dict:
     return {k: v for k, v in curve.items() if k != "per_prompt_gold"}
 
 
+def _ppo_trained(s: dict, source, command: str) -> dict:
+    """PPO against one proxy, measured at checkpoints: ``metrics["ppo_trained"]``."""
+    import copy
+
+    import torch
+
+    from gptlib import assets
+    from gptlib.rlhf.evaluation import paired_bootstrap
+    from gptlib.rlhf.overoptimisation import (
+        fit_proxy,
+        head_state,
+        labelled_pairs,
+        policy_point,
+        proxy_reward_fn,
+    )
+    from gptlib.rlhf.ppo import PolicyWithValue, PPOConfig, PPOTrainer
+    from gptlib.rlhf.reward import response_features
+    from gptlib.rlhf.sft import generate_responses
+    from gptlib.rlhf.world import ToyWorld
+
+    torch.set_num_threads(1)
+    p, t0 = s["ppo_trained"], time.perf_counter()
+    sft = assets.load("rlhf/sft", root=source)
+    model, tok = sft.model.eval(), sft.tokenizer
+    rm = assets.load("rlhf/reward", root=source).model.eval()
+    world = ToyWorld(s["world_seed"])
+    # the proxy: as the family's (same train prompts, k, labeller noise, fit), own SFT samples
+    train = world.prompts("train", p["proxy_prompts"], seed=7)
+    gen = torch.Generator().manual_seed(p["sample_seed"])
+    texts = [q.formatted for q in train for _ in range(s["k"])]
+    flat = generate_responses(
+        model,
+        tok,
+        texts,
+        s["max_new_tokens"],
+        temperature=s["temperature"],
+        generator=gen,
+        batch_size=512,
+    )
+    k = s["k"]
+    pairs = labelled_pairs(
+        world, train, [flat[i * k : (i + 1) * k] for i in range(len(train))], noise=s["noise"]
+    )
+    m = min(p["comparisons"], len(pairs))
+    sub = random.Random(f"ppo-proxy-{m}").sample(pairs, m)
+    head = fit_proxy(response_features(model, tok, texts, flat), sub, iters=s["fit_iters"])
+    reward_fn = proxy_reward_fn(model, tok, head)
+    test = world.prompts("test", p["eval_prompts"], seed=s["eval_seed"])
+    ppo_prompts = [q.formatted for q in world.prompts("train", p["train_prompts"], seed=1)]
+    eos = tok.encode("\n")[0]
+    t_proxy = time.perf_counter() - t0
+    print(f"[overoptimisation] PPO proxy: {m} of {len(pairs)} comparisons ({t_proxy:.0f} s)")
+    runs = []
+    for seed in p["seeds"]:
+        policy = PolicyWithValue(copy.deepcopy(model), critic=rm)
+        cfg = PPOConfig(**{**p["ppo"], "seed": seed})
+        trainer = PPOTrainer(policy, model, tok, ppo_prompts, reward_fn, cfg, eos_token=eos)
+        points = []
+        for step in range(p["steps"] + 1):
+            if step:
+                trainer.step()
+            if step % p["eval_every"] == 0 or step == p["steps"]:
+                pt = policy_point(
+                    policy.lm,
+                    model,
+                    tok,
+                    world,
+                    test,
+                    reward_fn,
+                    samples=p["eval_samples"],
+                    max_new_tokens=cfg.max_new_tokens,
+                    seed=p["eval_seed"],
+                )
+                points.append({"step": step, **pt})
+                print(
+                    f"[overoptimisation] PPO seed {seed} step {step}: KL {pt['kl']:.2f} "
+                    f"gold {pt['gold']:.3f} proxy {pt['proxy']:.2f} "
+                    f"({time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
+        runs.append(points)
+    steps = [pt["step"] for pt in runs[0]]
+    out: dict = {
+        "kind": "PPO from rlhf/sft against one proxy, measured at checkpoints",
+        "step": steps,
+        "seeds": list(p["seeds"]),
+    }
+    for key in ("kl", "gold", "proxy"):
+        per_seed = [[pt[key] for pt in r] for r in runs]
+        out[f"{key}_seeds"] = per_seed
+        out[key] = [statistics.fmean(v[i] for v in per_seed) for i in range(len(steps))]
+    per_prompt = [  # seed-mean gold per prompt, one list per checkpoint
+        [statistics.fmean(vals) for vals in zip(*(r[i]["per_prompt_gold"] for r in runs))]
+        for i in range(len(steps))
+    ]
+    i_peak = max(range(len(steps)), key=lambda i: out["gold"][i])
+    out["peak"] = {
+        "index": i_peak,
+        "step": steps[i_peak],
+        "kl": out["kl"][i_peak],
+        "gold": out["gold"][i_peak],
+    }
+    rise = paired_bootstrap(per_prompt[i_peak], per_prompt[0])
+    fall = paired_bootstrap(per_prompt[i_peak], per_prompt[-1])
+    out["rise"] = {"diff": rise[0], "ci95": [rise[1], rise[2]]}
+    out["fall"] = {"diff": fall[0], "ci95": [fall[1], fall[2]]}
+    out["seed_peaks"] = [
+        {"step": steps[j], "kl": kl[j], "gold": g[j]}
+        for kl, g in zip(out["kl_seeds"], out["gold_seeds"])
+        for j in [max(range(len(steps)), key=lambda i, g=g: g[i])]
+    ]
+    out["seed_falls"] = [max(g) - g[-1] for g in out["gold_seeds"]]  # each seed's own peak
+    out["per_prompt_gold"] = {
+        "start": per_prompt[0],
+        "peak": per_prompt[i_peak],
+        "last": per_prompt[-1],
+    }
+    if len(steps) >= 3 and sum(kl > 0 for kl in out["kl"]) >= 2:
+        out["fit"] = _fit(out, "rl", out["gold"][0])
+    out.update(
+        kl_estimator="mean over the policy's sampled responses of "
+        "sum_t log pi(y_t) - log pi_SFT(y_t) (nats per response)",
+        eval={
+            "prompts": len(test),
+            "samples": p["eval_samples"],
+            "seed": p["eval_seed"],
+            "max_new_tokens": p["ppo"]["max_new_tokens"],
+        },
+        proxy_model={
+            "comparisons": m,
+            "available": len(pairs),
+            "prompts": len(train),
+            "head": head_state(head),
+        },
+        ppo={k: v for k, v in p["ppo"].items()},
+        steps=p["steps"],
+        command=command,
+        wall_s=time.perf_counter() - t0,
+    )
+    return out
+
+
 def run(ctx: RecipeContext) -> None:
     import torch
 
@@ -107,7 +256,30 @@ def run(ctx: RecipeContext) -> None:
     s, t0 = ctx.settings, time.perf_counter()
     if s["headline"] not in s["sizes"]:
         raise ValueError(f"headline = {s['headline']} must be one of sizes = {s['sizes']}")
+    if s["only"] not in ("", "ppo_trained"):
+        raise ValueError(
+            f"--only {s['only']!r}: the only part this recipe runs alone is 'ppo_trained' "
+            "(leave it empty to run everything)"
+        )
     source = ctx.out if (ctx.out / "rlhf" / "sft" / "meta.json").exists() else None
+    if s["only"] == "ppo_trained":
+        # add the trained-PPO curve to the existing measurement (in --out, else the shipped one)
+        mine = ctx.out / "rlhf" / "overoptimisation" / "meta.json"
+        old = assets.load("rlhf/overoptimisation", root=ctx.out if mine.exists() else None)
+        metrics = dict(old.meta["metrics"])
+        metrics["ppo_trained"] = _ppo_trained(s, source, ctx.command)
+        # the full command makes both parts (each is seeded on its own); its wall time is the sum
+        assets.save(
+            "rlhf/overoptimisation",
+            command=old.meta["command"],
+            root=ctx.out,
+            settings={**s, "only": ""},
+            metrics=metrics,
+            wall_s=old.meta["wall_s"]
+            - old.meta["metrics"].get("ppo_trained", {}).get("wall_s", 0.0)
+            + metrics["ppo_trained"]["wall_s"],
+        )
+        return
     sft = assets.load("rlhf/sft", root=source)
     model, tok = sft.model.eval(), sft.tokenizer
     world = ToyWorld(s["world_seed"])
@@ -280,4 +452,5 @@ def run(ctx: RecipeContext) -> None:
         "examples": examples,
         "sampling_s": t_sampling,
     }
+    metrics["ppo_trained"] = _ppo_trained(s, source, ctx.command)
     ctx.save("rlhf/overoptimisation", metrics=metrics)

@@ -18,6 +18,10 @@ For each weighting the mean gold and proxy reward and the KL come out of
 ``d = sqrt(KL)``. :func:`fit_proxy` and :func:`proxy_ensemble` are the proxy reward models:
 linear reward heads on the SFT model's frozen features (chapter 12's cheap reward model),
 trained on a limited number of the labeller's comparisons.
+
+A trained policy is measured the same way at checkpoints along PPO against one proxy:
+:func:`proxy_reward_fn` turns a proxy head into PPO's reward, and :func:`policy_point` gives
+gold reward, proxy reward and ``KL(pi || pi_SFT)`` from the policy's own samples.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ __all__ = [
     "labelled_pairs",
     "fit_proxy",
     "proxy_ensemble",
+    "proxy_reward_fn",
+    "head_state",
+    "head_from_state",
+    "policy_point",
 ]
 
 
@@ -274,3 +282,80 @@ def proxy_ensemble(
         )
         for k in range(members)
     ]
+
+
+def proxy_reward_fn(gpt: torch.nn.Module, tokenizer, head: torch.nn.Linear):
+    """``reward_fn(prompts, responses) -> (B,)``: the proxy ``head`` on ``gpt``'s frozen features
+    (:func:`gptlib.rlhf.reward.response_features`), the reward a PPO run optimises."""
+    from gptlib.rlhf.reward import response_features
+
+    def reward_fn(prompts, responses) -> torch.Tensor:
+        with torch.no_grad():
+            feats = response_features(gpt, tokenizer, list(prompts), list(responses))
+            return head(feats).squeeze(-1)
+
+    return reward_fn
+
+
+def head_state(head: torch.nn.Linear) -> dict:
+    """A one-output linear head as plain numbers (``weight`` list, ``bias``), for meta.json."""
+    if head.out_features != 1:
+        raise ValueError(f"head_state stores a head with one output, got {head.out_features}")
+    return {"weight": head.weight.detach().squeeze(0).tolist(), "bias": float(head.bias.detach())}
+
+
+def head_from_state(state: dict) -> torch.nn.Linear:
+    """The linear head :func:`head_state` stored."""
+    w = torch.tensor(state["weight"], dtype=torch.float32)
+    head = torch.nn.Linear(w.numel(), 1)
+    with torch.no_grad():
+        head.weight.copy_(w.unsqueeze(0))
+        head.bias.fill_(float(state["bias"]))
+    return head
+
+
+@torch.no_grad()
+def policy_point(
+    lm,
+    ref,
+    tokenizer,
+    world,
+    prompts: Sequence,
+    reward_fn,
+    *,
+    samples: int = 1,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+) -> dict:
+    """Gold reward, proxy reward and KL to ``ref`` of the policy ``lm`` on held-out ``prompts``.
+
+    ``samples`` responses per prompt at temperature 1 (drawn with a generator seeded ``seed``:
+    the same seed at every checkpoint of a run gives common random numbers). The KL is the
+    mean over the sampled responses of ``sum_t log lm(y_t) - log ref(y_t)``, an unbiased
+    estimate of ``KL(lm || ref)`` in nats per response (0 exactly when ``lm`` is ``ref``).
+    Returns means ``kl``, ``gold``, ``proxy`` and, per prompt, ``per_prompt_gold``.
+    """
+    from gptlib.rlhf.rollout import sample_with_kl
+
+    if samples < 1 or not prompts:
+        raise ValueError(f"policy_point needs prompts and samples >= 1, got {samples}")
+    texts = [p.formatted for p in prompts for _ in range(samples)]
+    eos = tokenizer.encode("\n")[0]
+    gen = torch.Generator().manual_seed(seed)
+    responses, kl = sample_with_kl(
+        lm, ref, tokenizer, texts, max_new_tokens, eos_token=eos, generator=gen
+    )
+    proxy = torch.as_tensor(reward_fn(texts, responses)).double().cpu()
+    gold = torch.tensor(
+        [
+            world.gold_reward(p, r)
+            for p, r in zip([p for p in prompts for _ in range(samples)], responses)
+        ],
+        dtype=torch.float64,
+    ).view(len(prompts), samples)
+    return {
+        "kl": float(kl.double().mean()),
+        "gold": float(gold.mean()),
+        "proxy": float(proxy.mean()),
+        "per_prompt_gold": gold.mean(1).tolist(),
+    }
