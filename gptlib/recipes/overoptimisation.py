@@ -94,6 +94,28 @@ def _strip(curve: dict) -> dict:
     return {k: v for k, v in curve.items() if k != "per_prompt_gold"}
 
 
+def _sample(model, tok, prompts, k: int, s: dict, gen) -> tuple[list[str], list[str]]:
+    """``k`` samples of the policy per prompt, at the recipe's temperature and length:
+    (each formatted prompt ``k`` times, the samples in the same order)."""
+    from gptlib.rlhf.sft import generate_responses
+
+    texts = [p.formatted for p in prompts for _ in range(k)]
+    flat = generate_responses(
+        model,
+        tok,
+        texts,
+        s["max_new_tokens"],
+        temperature=s["temperature"],
+        generator=gen,
+        batch_size=512,
+    )
+    return texts, flat
+
+
+def _grouped(flat: list[str], k: int) -> list[list[str]]:
+    return [flat[i : i + k] for i in range(0, len(flat), k)]
+
+
 def _ppo_trained(s: dict, source, command: str) -> dict:
     """PPO against one proxy, measured at checkpoints: ``metrics["ppo_trained"]``."""
     import copy
@@ -111,7 +133,6 @@ def _ppo_trained(s: dict, source, command: str) -> dict:
     )
     from gptlib.rlhf.ppo import PolicyWithValue, PPOConfig, PPOTrainer
     from gptlib.rlhf.reward import response_features
-    from gptlib.rlhf.sft import generate_responses
     from gptlib.rlhf.world import ToyWorld
 
     torch.set_num_threads(1)
@@ -123,20 +144,8 @@ def _ppo_trained(s: dict, source, command: str) -> dict:
     # the proxy: as the family's (same train prompts, k, labeller noise, fit), own SFT samples
     train = world.prompts("train", p["proxy_prompts"], seed=7)
     gen = torch.Generator().manual_seed(p["sample_seed"])
-    texts = [q.formatted for q in train for _ in range(s["k"])]
-    flat = generate_responses(
-        model,
-        tok,
-        texts,
-        s["max_new_tokens"],
-        temperature=s["temperature"],
-        generator=gen,
-        batch_size=512,
-    )
-    k = s["k"]
-    pairs = labelled_pairs(
-        world, train, [flat[i * k : (i + 1) * k] for i in range(len(train))], noise=s["noise"]
-    )
+    texts, flat = _sample(model, tok, train, s["k"], s, gen)
+    pairs = labelled_pairs(world, train, _grouped(flat, s["k"]), noise=s["noise"])
     m = min(p["comparisons"], len(pairs))
     sub = random.Random(f"ppo-proxy-{m}").sample(pairs, m)
     head = fit_proxy(response_features(model, tok, texts, flat), sub, iters=s["fit_iters"])
@@ -249,7 +258,6 @@ def run(ctx: RecipeContext) -> None:
         proxy_ensemble,
     )
     from gptlib.rlhf.reward import response_features
-    from gptlib.rlhf.sft import generate_responses
     from gptlib.rlhf.world import ToyWorld
 
     torch.set_num_threads(1)
@@ -286,17 +294,8 @@ def run(ctx: RecipeContext) -> None:
     gen = torch.Generator().manual_seed(s["eval_seed"])
 
     def sample(prompts, k):
-        texts = [p.formatted for p in prompts for _ in range(k)]
-        flat = generate_responses(
-            model,
-            tok,
-            texts,
-            s["max_new_tokens"],
-            temperature=s["temperature"],
-            generator=gen,
-            batch_size=512,
-        )
-        return texts, [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
+        texts, flat = _sample(model, tok, prompts, k, s, gen)
+        return texts, _grouped(flat, k)
 
     # the pool: the SFT policy's answers to held-out prompts, scored by the labeller
     test = world.prompts("test", s["test_prompts"], seed=s["eval_seed"])
