@@ -72,7 +72,7 @@ lint: $(STAMP)
 test: $(STAMP) chromium lint
 	@rm -rf book/_build/executed; start=$$(date +%s); \
 	GPTLIB_EXECUTED_DIR=$(CURDIR)/book/_build/executed/$(GPTLIB_HASH) \
-	$(BIN)/python -m pytest -n $(JOBS) --dist load -m "not browser" tests && \
+	$(BIN)/python -m pytest -n $(JOBS) --dist load -m "not browser" --durations=15 tests && \
 	echo "[time] unit + notebook tests: $$(( $$(date +%s) - start )) s"
 	@$(MAKE) --no-print-directory book
 	@start=$$(date +%s); \

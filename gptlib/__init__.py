@@ -5,7 +5,7 @@ sampling, evaluate, heads (classification/reward heads), mlm (BERT-style masking
 (tasks written as text), icl (in-context learning), codex and sandbox (pass@k, untrusted
 code), fim, embeddings (contrastive encoders and retrieval), rlhf (SFT, reward model, PPO,
 DPO), compress (quantization and pruning), viz, checks, assets (shipped models), recipes
-(what makes them), settings, paths.
+(what makes them), stats (intervals over a few seeds), settings, paths.
 Importing the package is cheap: submodules are imported on first use.
 """
 

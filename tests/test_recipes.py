@@ -30,16 +30,55 @@ def test_every_shipped_asset_has_a_recipe():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", recipe_names())
 def test_quick_recipe_writes_loadable_assets(name, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "gptlib.recipes", name, "--quick", "--out", str(tmp_path)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # in this process: the command line adds only argument parsing, tested once below, and
+    # eleven fresh interpreters importing torch cost CI more than the recipes themselves
+    run_recipe(name, mode="quick", out=tmp_path)
     written = assets.names(tmp_path)
     assert written == sorted(recipe_assets(name)), (written, recipe_assets(name))
     for asset in written:
         a = assets.load(asset, root=tmp_path)
         assert a.meta["command"] == f"python -m gptlib.recipes {name} --quick"
         assert a.meta["settings"]
+
+
+@pytest.mark.slow
+def test_command_line_runs_a_recipe_and_records_the_rebuild_command(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "gptlib.recipes", "induction", "--quick",
+                           "--out", str(tmp_path), "--seed", "3"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert assets.names(tmp_path) == sorted(recipe_assets("induction"))
+    for asset in assets.names(tmp_path):
+        meta = assets.load(asset, root=tmp_path).meta
+        # --out is where, not what: the command rebuilds the asset wherever it is run
+        assert meta["command"] == "python -m gptlib.recipes induction --quick --seed 3"
+        assert meta["settings"]["seed"] == 3
+
+
+@pytest.mark.slow
+def test_ppo_runs_extension_recomputes_a_missing_run_identically(tmp_path):
+    """``--only rlhf/ppo-runs`` adds missing runs; a run depends only on its own task, so a
+    removed run comes back with the very numbers the whole recipe gave it."""
+    import json
+
+    run_recipe("ppo", mode="quick", out=tmp_path)
+    meta_path = tmp_path / "rlhf" / "ppo-runs" / "meta.json"
+    whole = json.loads(meta_path.read_text())
+    cut = json.loads(meta_path.read_text())
+    removed = cut["history"]["runs"].pop("ppo_ptx_seed0")
+    # an asset written before every family had a run per seed names its no-KL run so
+    cut["history"]["runs"]["ppo_beta0"] = cut["history"]["runs"].pop("ppo_beta0_seed0")
+    meta_path.write_text(json.dumps(cut))
+    run_recipe("ppo", mode="quick", out=tmp_path, overrides={"only": "rlhf/ppo-runs"})
+    extended = assets.load("rlhf/ppo-runs", root=tmp_path).meta
+    assert [e["runs"] for e in extended["metrics"]["extended"]] == [["ppo_ptx_seed0"]]
+    assert extended["command"] == whole["command"]  # the whole recipe still rebuilds it
+    again = extended["history"]["runs"]["ppo_ptx_seed0"]
+    assert again["final"]["per_prompt"] == removed["final"]["per_prompt"]
+    assert again["history"] == removed["history"]
+    assert extended["metrics"]["summary"] == whole["metrics"]["summary"]
+    assert sorted(extended["history"]["runs"]) == sorted(whole["history"]["runs"])
 
 
 def test_unknown_recipe_and_setting_say_did_you_mean(capsys):

@@ -140,8 +140,9 @@ def _run_task(task: tuple, settings: dict, source: Path | None, comparisons: lis
 
 def _tasks(s: dict) -> list[tuple[str, str, int, Any]]:
     tasks: list[tuple[str, str, int, Any]] = [("ppo", f"ppo_seed{k}", k, {}) for k in s["seeds"]]
-    tasks += [("ppo", "ppo_beta0", s["seeds"][0], {"adaptive_kl": False, "init_kl_coef": 0.0}),
-              ("ppo", "ppo_ptx", s["seeds"][0], {"ptx_coef": s["ptx_coef"]})]
+    tasks += [("ppo", f"ppo_beta0_seed{k}", k, {"adaptive_kl": False, "init_kl_coef": 0.0})
+              for k in s["seeds"]]
+    tasks += [("ppo", f"ppo_ptx_seed{k}", k, {"ptx_coef": s["ptx_coef"]}) for k in s["seeds"]]
     tasks += [("dpo", f"dpo_seed{k}", k, s["dpo_beta"]) for k in s["seeds"]]
     return tasks
 
@@ -187,6 +188,82 @@ def _summary(runs: dict, sft: dict, seeds: list, names: dict) -> dict:
                                                              for m in seed_means],
                 "win_rate": sum(win_rate_of(row, base[mode]) for row in per_seed) / len(seeds)}
     return out
+
+
+# the summary's families of runs: label -> run-name prefix (one run per seed)
+_FAMILIES = {"ppo": "ppo_seed", "dpo": "dpo_seed", "ppo_beta0": "ppo_beta0_seed",
+             "ppo_ptx": "ppo_ptx_seed"}
+# runs named before every family had one run per seed
+_OLD_NAMES = {"ppo_beta0": "ppo_beta0_seed0", "ppo_ptx": "ppo_ptx_seed0"}
+
+
+def _final(res: dict) -> dict:
+    return {k: v for k, v in res.items() if k not in ("per_prompt", "samples")}
+
+
+def _comparisons(S: _Setup, source: Path | None) -> tuple[list, dict]:
+    """The rankings the reward model learned from (DPO learns from the same), and the rlhf
+    recipe's settings; ``dpo_prompts`` > 0 takes only so many (the quick run's shortcut)."""
+    from gptlib import assets
+    from gptlib.recipes.rlhf import comparisons as rm_comparisons
+
+    s = S.settings
+    rlhf_settings = assets.load("rlhf/reward", root=source).meta["settings"]
+    if s["dpo_prompts"]:
+        rlhf_settings["reward"].update(n_prompts=s["dpo_prompts"], val_prompts=2,
+                                       max_new_tokens=s["max_new_tokens"])
+    train_c, _ = rm_comparisons(rlhf_settings, S.world, S.sft, S.tok)
+    return train_c, rlhf_settings
+
+
+def _extend_runs(ctx: RecipeContext) -> None:
+    """``--only rlhf/ppo-runs``: run the tasks the existing ``rlhf/ppo-runs`` lacks, then
+    recompute its summary; every other number of the asset is kept, and no model asset changes.
+
+    Each run depends only on its own task (its own process, seed and generators), so the result
+    is what the whole recipe gives; ``meta.json`` keeps the whole recipe's command.
+    """
+    import multiprocessing as mp
+
+    from gptlib import assets
+
+    s = ctx.settings
+    root = ctx.out if (ctx.out / "rlhf" / "ppo-runs" / "meta.json").exists() else None
+    old = assets.load("rlhf/ppo-runs", root=root).meta
+    source = ctx.out if (ctx.out / "rlhf" / "sft" / "meta.json").exists() else None
+    runs = {_OLD_NAMES.get(k, k): v for k, v in old["history"]["runs"].items()}
+    missing = [t for t in _tasks(s) if t[1] not in runs]
+    print(f"[ppo] adding {[t[1] for t in missing]} to rlhf/ppo-runs", flush=True)
+    train_c: list = []
+    if any(t[0] == "dpo" for t in missing):
+        S = _Setup(s, source)
+        train_c, _ = _comparisons(S, source)
+    args = [(t, s, source, train_c) for t in missing]
+    if s["workers"] > 1 and len(args) > 1:
+        with mp.get_context("fork").Pool(min(s["workers"], len(args))) as pool:
+            results = pool.starmap(_run_task, args, chunksize=1)
+    else:
+        results = [_run_task(*a) for a in args]
+    for (_, name, _, _), res in zip(missing, results):
+        res.pop("state")
+        runs[name] = res
+    sft_eval = old["history"]["sft"]
+    metrics = dict(old["metrics"])
+    metrics["final"] = {"sft": metrics["final"]["sft"],
+                        **{n: _final(r["final"]) for n, r in runs.items()},
+                        "ppo_round2": metrics["final"]["ppo_round2"]}
+    summary = _summary(runs, sft_eval, s["seeds"], _FAMILIES)
+    summary["round2_minus_round1"] = old["metrics"]["summary"]["round2_minus_round1"]
+    metrics["summary"] = summary
+    metrics["seeds"] = s["seeds"]
+    metrics["extended"] = [*old["metrics"].get("extended", []),
+                           {"command": ctx.command, "runs": [t[1] for t in missing],
+                            "wall_s": round(ctx.elapsed(), 1)}]
+    history = {**old["history"], "runs": runs}
+    path = assets.save("rlhf/ppo-runs", command=old["command"], root=ctx.out,
+                       settings={**old["settings"], **{k: v for k, v in s.items() if k != "only"}},
+                       metrics=metrics, history=history, wall_s=old["wall_s"] + ctx.elapsed())
+    print(f"[ppo] wrote {path}", flush=True)
 
 
 def _chat(ctx: RecipeContext) -> None:
@@ -248,25 +325,22 @@ def run(ctx: RecipeContext) -> None:
     import dataclasses
     import multiprocessing as mp
 
-    from gptlib import assets
-    from gptlib.recipes.rlhf import comparisons as rm_comparisons
     from gptlib.rlhf.evaluation import best_of_n, sample_gold, score_samples
 
     s = ctx.settings
     if s["only"] == "rlhf/chat":
         _chat(ctx)
         return
+    if s["only"] == "rlhf/ppo-runs":
+        _extend_runs(ctx)
+        return
     if s["only"]:
-        raise ValueError(f"--only {s['only']!r}: the only asset this recipe makes alone is "
-                         "'rlhf/chat' (leave it empty to make them all)")
+        raise ValueError(f"--only {s['only']!r}: this recipe makes alone only 'rlhf/chat' or "
+                         "'rlhf/ppo-runs' (its missing runs); leave it empty to make them all")
     # the chain rlhf -> ppo into one --out folder (the tests' quick runs), else the shipped models
     source = ctx.out if (ctx.out / "rlhf" / "sft" / "meta.json").exists() else None
     S = _Setup(s, source)
-    rlhf_settings = assets.load("rlhf/reward", root=source).meta["settings"]
-    if s["dpo_prompts"]:
-        rlhf_settings["reward"].update(n_prompts=s["dpo_prompts"], val_prompts=2,
-                                       max_new_tokens=s["max_new_tokens"])
-    train_c, _ = rm_comparisons(rlhf_settings, S.world, S.sft, S.tok)  # what the RM learned from
+    train_c, rlhf_settings = _comparisons(S, source)
     tasks = _tasks(s)
     args = [(t, s, source, train_c) for t in tasks]
     if s["workers"] > 1:
@@ -288,14 +362,13 @@ def run(ctx: RecipeContext) -> None:
     ns = [n for n in (1, 2, 4, 8, 16) if n <= s["best_of_n"]]
     bon = {"n": ns, "gold": [float(best_of_n(gold, proxy, n).mean()) for n in ns],
            "gold_oracle": [float(best_of_n(gold, None, n).mean()) for n in ns]}
-    summary = _summary(runs, sft_eval, s["seeds"], {"ppo": "ppo_seed", "dpo": "dpo_seed"})
+    summary = _summary(runs, sft_eval, s["seeds"], _FAMILIES)
     round1 = runs[f"ppo_seed{first}"]["final"]["gold"]
     summary["round2_minus_round1"] = round2["final"]["gold"] - round1
     finals = {"sft": {k: v for k, v in sft_eval.items() if k not in ("per_prompt", "samples")}}
     for name, res in runs.items():
-        finals[name] = {k: v for k, v in res["final"].items() if k not in ("per_prompt", "samples")}
-    finals["ppo_round2"] = {k: v for k, v in round2["final"].items()
-                            if k not in ("per_prompt", "samples")}
+        finals[name] = _final(res["final"])
+    finals["ppo_round2"] = _final(round2["final"])
     tok, cfg = S.tok, dataclasses.asdict(S.sft.config)
     shipped = {"rlhf/ppo": (f"ppo_seed{first}", ppo_lm, runs[f"ppo_seed{first}"]["history"])}
     dpo_lm = copy.deepcopy(S.sft)
