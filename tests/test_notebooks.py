@@ -16,12 +16,14 @@ import time
 from pathlib import Path
 
 import jupytext
+import nbformat
 import pytest
 from conftest import threads_per_worker
 
 TESTS = Path(__file__).resolve().parent
 CHAPTERS = TESTS.parent / "chapters"
 SOURCES = sorted(CHAPTERS.glob("[0-9][0-9]_*.md")) + [CHAPTERS / "_template.md"]
+OUTPUT_WIDTH = 88  # characters of a printed line that fit the site's output box (1280 px)
 FAST_BUDGET_S = 90  # DESIGN: every chapter runs in <= 90 s in fast mode on 2 cores
 
 
@@ -34,13 +36,13 @@ def test_chapter_runs(source: Path, tmp_path: Path):
     env = dict(os.environ, GPTLIB_FAST="1", GPTLIB_STATIC="1", PYTHONHASHSEED="0")
     env.pop("MPLBACKEND", None)  # the kernel must use its inline backend, as in JupyterLab
     env.setdefault("OMP_NUM_THREADS", str(threads_per_worker()))
-    record = []  # keep the executed chapter for the site build (see tests/nbval_record.py)
-    if os.environ.get("GPTLIB_EXECUTED_DIR"):
-        executed = Path(os.environ["GPTLIB_EXECUTED_DIR"])
-        executed.mkdir(parents=True, exist_ok=True)
-        env["GPTLIB_EXECUTED_OUT"] = str(executed.resolve() / ipynb.name)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
-        record = ["-p", "nbval_record"]
+    # keep the executed chapter: for the site build (see tests/nbval_record.py) and for the
+    # check of its printed lines below
+    executed = Path(os.environ.get("GPTLIB_EXECUTED_DIR") or f"{tmp_path}-executed")
+    executed.mkdir(parents=True, exist_ok=True)
+    env["GPTLIB_EXECUTED_OUT"] = str(executed.resolve() / ipynb.name)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    record = ["-p", "nbval_record"]
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "--current-env",
@@ -55,6 +57,29 @@ def test_chapter_runs(source: Path, tmp_path: Path):
     # relative to it: in the site build that directory is chapters/).
     left = sorted(p.name for p in tmp_path.iterdir() if p != ipynb and not p.name.startswith("."))
     assert not left, f"{source.name} wrote {left} into its working directory"
+    too_wide = wide_output_lines(nbformat.read(executed / ipynb.name, as_version=4))
+    assert not too_wide, (
+        f"{source.name}: printed lines wider than {OUTPUT_WIDTH} characters scroll inside "
+        "their output box on the site; print them in two lines, wrap them (textwrap.fill) or "
+        "narrow the table:\n" + "\n".join(too_wide[:20]))
+
+
+def wide_output_lines(notebook) -> list[str]:
+    """Printed lines (streams, plain-text results) wider than OUTPUT_WIDTH; not tracebacks."""
+    wide = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code" or "raises-exception" in cell.metadata.get("tags", []):
+            continue
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream" and out.name == "stdout":
+                text = out.text
+            elif out.output_type == "execute_result":
+                text = out.get("data", {}).get("text/plain", "")
+            else:
+                continue
+            wide += [f"{len(line)}: {line[:100]}" for line in text.splitlines()
+                     if len(line) > OUTPUT_WIDTH]
+    return wide
 
 
 def test_solution_cells_are_hidden_on_the_site():
