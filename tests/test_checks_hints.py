@@ -113,3 +113,17 @@ def test_preface_checkers_catch_wrong_answers():
         check_zero_temperature(argmax_only, "one-hot")  # a tie must share
     with pytest.raises(CheckFailed, match="you predicted 'uniform'"):
         check_zero_temperature(argmax_only, "uniform")
+
+
+def test_feedback_is_a_string_shown_wrapped_to_the_output_width():
+    from IPython.lib.pretty import pretty
+
+    q_good = torch.tensor([0.0, 9.0, 0.0])
+    words = ["a", "b", "c"]
+    message = check_query_focus(q_good, torch.eye(3), words, target="b")
+    assert isinstance(message, str) and isinstance(message, checks.Feedback)
+    long = checks.Feedback("word " * 60 + "\nsecond line")
+    shown = pretty(long)  # what a notebook cell shows as its value
+    assert all(len(line) <= 88 for line in shown.splitlines())
+    assert shown.split() == long.split() and not shown.startswith("'")
+    assert shown.splitlines()[-1] == "second line"  # the message's own line breaks are kept

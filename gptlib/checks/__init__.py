@@ -26,6 +26,7 @@ import functools
 import importlib
 import pkgutil
 import sys
+import textwrap
 from typing import Callable
 
 import torch
@@ -72,6 +73,17 @@ def _resolve(answer, caller_globals: dict):
     return None  # unreachable
 
 
+class Feedback(str):
+    """A checker's message. It is a ``str``; a notebook shows it as plain text wrapped at 88
+    characters (the width of the book's output boxes) instead of a one-line quoted repr."""
+
+    def wrapped(self) -> str:
+        return "\n".join(textwrap.fill(line, 88) if line else "" for line in self.split("\n"))
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # IPython's display of a cell's value
+        printer.text(self.wrapped())
+
+
 def checker(check: Callable) -> Callable:
     """Register a checker: unfinished answers get a hint, not a traceback.
 
@@ -93,7 +105,8 @@ def checker(check: Callable) -> Callable:
             ]
             args = (_resolve(args[0], names), *rest)
         try:
-            return check(*args, **kwargs)
+            result = check(*args, **kwargs)
+            return Feedback(result) if isinstance(result, str) else result
         except NotImplementedError:
             _fail(
                 "your answer is not written yet: it still raises NotImplementedError.",

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from gptlib.checks import CheckFailed, _fail, check_close  # noqa: F401
+from gptlib.checks import CheckFailed, _fail, check_close, checker  # noqa: F401
 
 __all__ = [
     "check_sft_labels",
@@ -26,6 +26,7 @@ __all__ = [
 # ----------------------------------------------------------------------------- chapter 11
 
 
+@checker
 def check_sft_labels(fn: Callable[[list[int], list[int]], tuple[list[int], list[int]]]) -> str:
     """``make_labels(prompt_ids, response_ids) -> (inputs, labels)``: shifted, prompt labels
     -100."""
@@ -82,6 +83,7 @@ def check_sft_labels(fn: Callable[[list[int], list[int]], tuple[list[int], list[
     return "make_labels: correct; only response tokens are learned."
 
 
+@checker
 def check_win_rate(fn: Callable[[Sequence[float], Sequence[float]], float]) -> str:
     """``win_rate(scores_a, scores_b)``: fraction of a > b, ties counted as half a win."""
     cases = [
@@ -117,6 +119,7 @@ def check_win_rate(fn: Callable[[Sequence[float], Sequence[float]], float]) -> s
 # ----------------------------------------------------------------------------- chapter 12
 
 
+@checker
 def check_ranking_pairs(fn: Callable[[Sequence[int]], list[tuple[int, int]]]) -> str:
     """``all_pairs(ranking)``: every (winner, loser) pair of a best-first ranking, C(K, 2) of
     them."""
@@ -160,6 +163,7 @@ def _reference_ranking_loss(rewards: torch.Tensor, ranking: Sequence[int]) -> to
     return -F.logsigmoid(rewards[w] - rewards[lo]).mean()
 
 
+@checker
 def check_ranking_loss(fn: Callable[[torch.Tensor, Sequence[int]], torch.Tensor]) -> str:
     """``ranking_loss(rewards (K,), ranking)`` = mean over the C(K,2) pairs of -log sigmoid(r_w -
     r_l)."""
@@ -226,6 +230,7 @@ def check_ranking_loss(fn: Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
 # ----------------------------------------------------------------------------- chapter 13
 
 
+@checker
 def check_gae(fn) -> str:
     """Check ``fn(rewards (T,), values (T,), gamma, lam) -> advantages (T,)`` (one episode, V_T =
     0)."""
@@ -273,6 +278,7 @@ def check_gae(fn) -> str:
     return "gae: matches the definition for four (gamma, lambda) settings."
 
 
+@checker
 def check_ppo_clip_loss(fn) -> str:
     """Check ``fn(logprobs, old_logprobs, advantages, clip_range) -> scalar loss`` (to minimise)."""
     from gptlib.rlhf.ppo_math import ppo_policy_loss
@@ -320,6 +326,7 @@ def check_ppo_clip_loss(fn) -> str:
     return "clipped PPO loss: correct."
 
 
+@checker
 def check_dpo_loss(fn) -> str:
     """Check ``fn(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta) -> scalar`` (mean DPO
     loss)."""
@@ -380,6 +387,7 @@ def check_dpo_loss(fn) -> str:
 # ----------------------------------------------------------------------------- chapter 14
 
 
+@checker
 def check_calculator(fn) -> str:
     """Check a safe arithmetic evaluator ``fn(expr: str) -> number`` (+ - * / and parentheses, no
     eval)."""

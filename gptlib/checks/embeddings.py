@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from gptlib.checks import _fail, check_close
+from gptlib.checks import _fail, check_close, checker
 
 __all__ = [
     "check_info_nce",
@@ -34,6 +34,7 @@ def _unit(shape, g) -> torch.Tensor:
     return F.normalize(torch.randn(*shape, generator=g, dtype=torch.float64), dim=-1)
 
 
+@checker
 def check_info_nce(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> str:
     """``fn(x, y, scale)``: symmetric InfoNCE of unit vectors ``x``, ``y`` ``(B, C)`` with
     in-batch negatives."""
@@ -103,6 +104,7 @@ def _cases(g):
     return [(scores, targets), (tied, tied_targets), (rounded, rounded_targets)]
 
 
+@checker
 def check_recall_at_k(fn: Callable[[torch.Tensor, torch.Tensor, int], float]) -> str:
     """``fn(scores (Q, N), targets (Q,), k)``: share of queries whose answer is in the top k."""
     g = torch.Generator().manual_seed(11)
@@ -139,6 +141,7 @@ def check_recall_at_k(fn: Callable[[torch.Tensor, torch.Tensor, int], float]) ->
     return "recall@k: correct (including ties)."
 
 
+@checker
 def check_mrr(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> str:
     """``fn(scores (Q, N), targets (Q,))``: mean reciprocal rank of the right answers."""
     g = torch.Generator().manual_seed(12)
@@ -180,6 +183,7 @@ def _reference_rrf(matrices, k: float) -> torch.Tensor:
     return fused
 
 
+@checker
 def check_rrf(fn: Callable) -> str:
     """``fn(matrices, k)``: reciprocal rank fusion of a list of ``(Q, N)`` score matrices."""
     g = torch.Generator().manual_seed(13)
@@ -213,6 +217,7 @@ def check_rrf(fn: Callable) -> str:
     return "reciprocal rank fusion: correct (any scale of scores, any number of systems)."
 
 
+@checker
 def check_low_rank_adapter(cls: Callable) -> str:
     """``cls(dim, rank)``: an ``nn.Module`` mapping ``x -> x + (x A) B`` with ``A`` (dim, rank),
     ``B`` (rank, dim), starting as the identity and trainable from there."""
@@ -282,6 +287,7 @@ def _with_remainder(q, c, batch_size, scale):
     return torch.stack(losses).mean()
 
 
+@checker
 def check_batch_info_nce(fn: Callable) -> str:
     """``fn(q, c, batch_size, scale)``: mean symmetric InfoNCE over consecutive batches of
     ``batch_size`` rows (a last incomplete batch is dropped)."""

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from gptlib.checks import CheckFailed, _fail  # noqa: F401
+from gptlib.checks import CheckFailed, _fail, checker  # noqa: F401
 
 __all__ = ["check_nll_prediction", "check_char_nll", "check_rank_names"]
 
@@ -26,6 +26,7 @@ def _shipped():
     return {how: assets.load(f"fim/{how}") for how in ("fim", "l2r")}
 
 
+@checker
 def check_nll_prediction(predicted: dict, n: int = 60, seed: int = 7) -> str:
     """``predicted = {"l2r": nats, "fim": nats}``: your guess of the mean NLL of the bind line.
 
@@ -79,6 +80,7 @@ def _char_cases(limit: int):
     return cases
 
 
+@checker
 def check_char_nll(fn: Callable) -> str:
     """Check ``fn(model, tokenizer, hole, how)``: a 1-D tensor, the NLL of each character of
     ``hole.middle`` (nats), SPM prompt for ``how="fim"``, prefix alone for ``"l2r"``."""
@@ -131,6 +133,7 @@ def check_char_nll(fn: Callable) -> str:
     return "per-character NLL: correct for both models on four kinds of holes."
 
 
+@checker
 def check_rank_names(fn: Callable, n: int = 3, seed: int = 5) -> str:
     """Check ``fn(model, tokenizer, prefix, suffix, template) -> name``: the pool name whose
     bind line ``template.format(name=...)`` makes the whole file likeliest. Run with the

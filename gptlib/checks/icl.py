@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from gptlib.checks import CheckFailed, _fail, check_close  # noqa: F401
+from gptlib.checks import CheckFailed, _fail, check_close, checker  # noqa: F401
 
 __all__ = [
     "check_build_prompt",
@@ -27,6 +27,7 @@ __all__ = [
 # ----------------------------------------------------------------------------- prompts
 
 
+@checker
 def check_build_prompt(fn: Callable[[list, str], str]) -> str:
     """Check ``fn(examples, query)``: ``"\\nx1=y1\\nx2=y2\\nquery="``.
 
@@ -83,6 +84,7 @@ def check_build_prompt(fn: Callable[[list, str], str]) -> str:
 # ----------------------------------------------------------------------------- induction
 
 
+@checker
 def check_induction_score(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> str:
     """Check ``fn(att, length)`` on attention maps ``(..., 2L, 2L)`` of a sequence repeated once:
     the mean, over queries ``t`` in the second half, of ``att[..., t, t - length + 1]``."""
@@ -145,6 +147,7 @@ def check_induction_score(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> st
     return "induction score: correct."
 
 
+@checker
 def check_previous_token_score(fn: Callable[[torch.Tensor], torch.Tensor]) -> str:
     """Check ``fn(att)`` on maps ``(..., T, T)``: mean over t = 1..T-1 of ``att[..., t, t - 1]``."""
     from gptlib.induction import previous_token_score
@@ -199,6 +202,7 @@ def _small_attn_model(seed: int = 0):
     return model.eval()
 
 
+@checker
 def check_copy_losses(fn: Callable) -> str:
     """Check ``fn(model, seq)`` -> ``(first, second)``: mean next-token loss (nats) on copy 1 and
     copy 2 of ``seq`` (``(B, 2L)``, a sequence repeated once), scoring positions 1..L-1 of each
@@ -229,6 +233,7 @@ def check_copy_losses(fn: Callable) -> str:
     return "copy losses: correct."
 
 
+@checker
 def check_head_ablation(fn: Callable) -> str:
     """Check ``fn(model, layer, head)``: a *new* model whose head ``(layer, head)`` adds nothing."""
     from gptlib.induction import ablate_head
