@@ -69,7 +69,12 @@ lint: $(STAMP)
 
 # The notebook tests keep each executed chapter under book/_build/executed/<cache key>/, and
 # `make book` files them in its cache (scripts/seed_book_cache.py): every chapter runs once.
-test: $(STAMP) chromium lint
+# Set-up first, the venv and Chromium side by side (pip and apt-get each wait on the disk and
+# the network half of the time), then lint, the tests, the site and the site's browser tests.
+test:
+	@start=$$(date +%s); $(MAKE) --no-print-directory -j2 $(STAMP) chromium && \
+	echo "[time] set-up (venv, chromium): $$(( $$(date +%s) - start )) s"
+	@$(MAKE) --no-print-directory lint
 	@rm -rf book/_build/executed; start=$$(date +%s); \
 	GPTLIB_EXECUTED_DIR=$(CURDIR)/book/_build/executed/$(GPTLIB_HASH) \
 	$(BIN)/python -m pytest -n $(JOBS) --dist load -m "not browser" --durations=15 tests && \
