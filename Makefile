@@ -81,7 +81,7 @@ test:
 	echo "[time] unit + notebook tests: $$(( $$(date +%s) - start )) s"
 	@$(MAKE) --no-print-directory book
 	@start=$$(date +%s); \
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m browser --durations=8 tests && \
+	$(BIN)/python -m pytest -n $(JOBS) --dist load -m browser --durations=8 tests && \
 	echo "[time] browser tests: $$(( $$(date +%s) - start )) s"
 
 test-unit: $(STAMP)
@@ -114,7 +114,10 @@ notebooks: $(STAMP)
 LAB_ARGS ?=
 LAB_DIR  ?= chapters
 lab: $(STAMP)
-	@install -D -m 644 lab/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	@# written to a temporary file and renamed: two labs starting at once (the browser tests'
+	@# two workers) must not trip over each other
+	@dir=$(VENV)/share/jupyter/lab/settings; mkdir -p $$dir && tmp=$$(mktemp $$dir/.overrides.XXXXXX) && \
+		cp lab/overrides.json $$tmp && chmod 644 $$tmp && mv -f $$tmp $$dir/overrides.json
 	env $(LAB_FAST_ENV) GPTLIB_STATIC=0 $(BIN)/jupyter lab --notebook-dir=$(LAB_DIR) \
 		--config=lab/jupyter_server_config.py \
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)

@@ -123,15 +123,19 @@ def _broken_links(page_url: str, hrefs: list[str], root: Path) -> list[str]:
     return problems
 
 
-def test_every_page_is_clean(browser):
+PAGE_SHARDS = 3  # the pages are checked by this many tests, shared out among the workers
+
+
+@pytest.mark.parametrize("shard", range(PAGE_SHARDS))
+def test_every_page_is_clean(browser, shard):
     if not (SITE / "index.html").exists():
         _unavailable(f"the site is not built ({SITE}); run `make book`")
     server, base = serve(SITE)
     try:
         report = {}
         pages = site_pages()
-        assert len(pages) >= 3, pages
-        for path in pages:
+        assert len(pages) >= 3 * PAGE_SHARDS, pages
+        for path in pages[shard::PAGE_SHARDS]:
             problems = check_page(browser, base + path.relative_to(SITE).as_posix(), SITE)
             if problems:
                 report[path.relative_to(SITE).as_posix()] = problems
