@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import jupytext
@@ -77,9 +78,14 @@ def wide_output_lines(notebook) -> list[str]:
                 text = out.get("data", {}).get("text/plain", "")
             else:
                 continue
-            wide += [f"{len(line)}: {line[:100]}" for line in text.splitlines()
-                     if len(line) > OUTPUT_WIDTH]
+            wide += [f"{display_width(line)}: {line[:100]}" for line in text.splitlines()
+                     if display_width(line) > OUTPUT_WIDTH]
     return wide
+
+
+def display_width(line: str) -> int:
+    """Columns on screen: a Chinese character (East Asian wide or full-width) takes two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
 
 
 def test_solution_cells_are_hidden_on_the_site():
