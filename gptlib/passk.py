@@ -34,6 +34,7 @@ __all__ = [
     "load_humaneval",
     "build_program",
     "MalformedSampleError",
+    "bootstrap_interval",
 ]
 
 
@@ -154,3 +155,21 @@ def counts_by_task(passed: Sequence[tuple[str, bool]]) -> dict[str, tuple[int, i
         n_c[0] += 1
         n_c[1] += int(bool(ok))
     return {t: (n, c) for t, (n, c) in out.items()}
+
+
+def bootstrap_interval(
+    values: Sequence[float], reps: int = 10_000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of per-problem ``values`` and its percentile bootstrap
+    interval (problems resampled with replacement). For a difference between two ways of
+    scoring the same problems (ranked pick minus random pick, one temperature minus another)
+    pass the per-problem differences: the pairing removes the problems' own difficulty from
+    the noise."""
+    xs = np.asarray(values, dtype=float)
+    if xs.ndim != 1 or len(xs) < 2:
+        raise ValueError(f"bootstrap_interval needs at least 2 values, got {len(xs)}")
+    rng = np.random.default_rng(seed)
+    means = xs[rng.integers(0, len(xs), size=(reps, len(xs)))].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(xs.mean()), float(low), float(high)

@@ -15,6 +15,7 @@ from gptlib.codex import (
     load_humaneval,
     pass_at_k_table,
     ranked_pass_at_1,
+    ranked_picks,
     to_code_symbols,
     truncate_at_stop,
 )
@@ -60,6 +61,8 @@ def test_ranked_pass_at_1_picks_the_highest_scoring_sample_per_problem():
     assert ranked_pass_at_1(results, [-1.0, -0.5, -2.0, -0.1]) == 0.5   # a: passing; b: failing
     assert ranked_pass_at_1(results, [-0.1, -0.5, -0.1, -2.0]) == 0.5   # a: failing; b: passing
     assert ranked_pass_at_1(results, [-2.0, -0.5, -0.1, -2.0]) == 1.0
+    assert ranked_picks(results, [-1.0, -0.5, -2.0, -0.1]) == {"a": True, "b": False}
+    assert ranked_picks(results, [-0.5, -0.5, -0.1, -0.1]) == {"a": False, "b": True}  # ties: first
 
 
 def test_truncate_at_stop_cuts_at_the_first_top_level_line():
@@ -82,3 +85,50 @@ def test_malformed_samples_get_clear_errors():
         evaluate_completions(PROBLEMS, [("HumanEval/999", "    pass\n")], progress=False)
     with pytest.raises(MalformedSampleError, match="expected \\(task_id, completion\\)"):
         evaluate_completions(PROBLEMS, [("HumanEval/0",)], progress=False)
+
+
+def test_training_rows_hold_one_problem_from_position_0():
+    # The layout that left codex/small guessing every constant cut windows from one long text,
+    # so a body saw the previous problem's constants and its prompt was rarely at position 0,
+    # where sampling puts it. Each row must be one whole problem, prompt first.
+    import torch
+
+    from gptlib import codebench
+    from gptlib.codex import ROW_END, problem_batches
+
+    tok = code_tokenizer()
+    problems = codebench.train_problems(40, seed=3)
+    texts = {p.prompt + p.canonical_solution + ROW_END for p in problems}
+    batch = problem_batches(problems, tok, batch_size=8, block_size=256, offset_share=0.0)
+    x, y = batch(torch.Generator().manual_seed(0))
+    assert x.shape[0] == 8 and x.shape[1] <= 256
+    for row_x, row_y in zip(x.tolist(), y.tolist()):
+        targets = [t for t in row_y if t != -100]
+        text = tok.decode(row_x[:1] + targets)
+        assert text in texts  # starts at position 0 and holds exactly one problem
+        assert text.startswith("def solve(") and text.count("def solve(") == 1
+        assert row_y[: len(targets)] == targets  # targets are the next characters ...
+        assert row_x[1 : len(targets)] == targets[:-1]
+        assert all(t == -100 for t in row_y[len(targets) :])  # ... and nothing after the row
+    shifted = problem_batches(problems, tok, batch_size=8, block_size=256, offset_share=1.0)
+    x, y = shifted(torch.Generator().manual_seed(1))
+    starts = [tok.decode(r).index("def solve(") for r in x.tolist()]
+    assert x.shape[1] <= 256 and max(starts) > 20  # shifted rows train later positions too
+    for row_x, row_y, k in zip(x.tolist(), y.tolist(), starts):
+        targets = tok.decode([t for t in row_y if t != -100])  # no padding among the targets
+        assert (targets if k else "d" + targets) in texts  # (the row's first "d" when k > 0)
+        assert set(row_x[:k]) <= {tok.encode("\n")[0]}
+
+
+def test_constant_positions_find_exactly_the_docstring_constants():
+    import random
+
+    from gptlib import codebench
+    from gptlib.codex import constant_positions
+
+    rng = random.Random(0)
+    for template in codebench.template_split()["train"]:
+        constants = codebench._constants(template, rng)
+        p = codebench.make_problem(template, constants, "t", rng)
+        found = sorted(constant_positions(p.canonical_solution))
+        assert [p.canonical_solution[i] for i in found] == [str(c) for c in constants if c is not None]

@@ -97,3 +97,24 @@ def test_malformed_records_name_the_task_and_field(tmp_path):
     path.write_text("plain text under a .gz name\n")
     with pytest.raises(MalformedSampleError, match="not a gzip file"):
         load_humaneval(path)
+
+
+def test_bootstrap_interval_matches_the_normal_interval_and_covers_the_truth():
+    from gptlib.passk import bootstrap_interval
+
+    rng = np.random.default_rng(1)
+    values = rng.normal(0.3, 1.0, size=400)
+    mean, low, high = bootstrap_interval(values, reps=4000, seed=0)
+    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values))
+    assert mean == pytest.approx(values.mean())
+    assert low == pytest.approx(mean - half, abs=0.25 * half)
+    assert high == pytest.approx(mean + half, abs=0.25 * half)
+    # coverage of the true mean 0.0 over repeated small samples of 0/1 differences
+    hits = 0
+    for trial in range(200):
+        draws = rng.choice([-1.0, 0.0, 1.0], p=[0.2, 0.6, 0.2], size=60)
+        _, lo, hi = bootstrap_interval(draws, reps=1000, seed=trial)
+        hits += lo <= 0.0 <= hi
+    assert 0.88 <= hits / 200 <= 0.99
+    with pytest.raises(ValueError, match="at least 2"):
+        bootstrap_interval([1.0])

@@ -1,10 +1,13 @@
 """Chapter 8's code model ``codex/small`` and its pass@k measurements.
 
 Trains a character GPT-2 on problems composed from primitives (:mod:`gptlib.codebench`,
-training templates only), then samples ``n`` completions per test problem of every tier at
-several temperatures, judges them (:mod:`gptlib.verdict`), and stores per-problem counts,
-pass@k, and pass@1 of the sample ranked first by mean log-probability. HumanEval is scored
-too, for scale. Everything lands in the asset's ``meta["metrics"]``.
+training templates only; one problem per row, its prompt at position 0, as
+:func:`gptlib.codex.problem_batches` explains), then samples ``n`` completions per test
+problem of every tier at several temperatures, judges them (:mod:`gptlib.verdict`), and
+stores per-problem counts, pass@k, and the pass of the sample ranked first by mean
+log-probability. How well the model copies the docstring's constants into the body is
+measured too (``body_nll``), and HumanEval is scored for scale. Everything lands in the
+asset's ``meta["metrics"]``.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ from gptlib.recipes.context import RecipeContext
 
 
 def run(ctx: RecipeContext) -> None:
-    import torch
-
     from gptlib import codebench, codex
     from gptlib.device import seed_everything
     from gptlib.train import TrainConfig, build_model, history_last, train
@@ -25,16 +26,26 @@ def run(ctx: RecipeContext) -> None:
     s = ctx.settings
     seed_everything(s["seed"])
     tok = codex.code_tokenizer()
-    text = codebench.training_text(s["data"]["problems"], seed=s["data"]["seed"])
-    ids = torch.tensor(tok.encode(text), dtype=torch.long)
-    split = int(0.95 * len(ids))
+    train_set = codebench.train_problems(s["data"]["problems"], seed=s["data"]["seed"])
+    split = int(0.95 * len(train_set))
     cfg = TrainConfig.from_dict({**s["train"], "out_dir": None, "progress": not ctx.quick})
+
+    def batches(part):
+        return codex.problem_batches(
+            part, tok, cfg.batch_size, cfg.block_size, offset_share=s["data"]["offset_share"]
+        )
+
     model = build_model(cfg, tok.vocab_size)
-    result = train(model, cfg, ids[:split], ids[split:])
+    result = train(model, cfg, batches(train_set[:split]), batches(train_set[split:]))
     model = result.model.eval()
     train_s = ctx.elapsed()
-
     ev = s["eval"]
+    nll = {
+        tier: codex.constant_nll(model, tok, codebench.test_problems(tier, n=30, seed=ev["seed"]))
+        for tier in codebench.TIERS
+    }
+    print("body NLL (nats/char):", nll, flush=True)
+
     tiers = {}
     for tier in codebench.TIERS:
         problems = codebench.test_problems(tier, n=ev["problems_per_tier"], seed=ev["seed"])
@@ -69,7 +80,8 @@ def run(ctx: RecipeContext) -> None:
     metrics = {
         "params": model.num_params(),
         "val_loss": history_last(result.history, "val_loss"),
-        "train_chars": len(text),
+        "train_chars": sum(len(p.prompt) + len(p.canonical_solution) for p in train_set),
+        "body_nll": nll,
         "train_s": train_s,
         "eval_s": ctx.elapsed() - train_s,
         "humaneval_s": time.perf_counter() - start,
