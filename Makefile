@@ -81,7 +81,7 @@ test:
 	echo "[time] unit + notebook tests: $$(( $$(date +%s) - start )) s"
 	@$(MAKE) --no-print-directory book
 	@start=$$(date +%s); \
-	$(BIN)/python -m pytest -n $(JOBS) --dist load -m browser --durations=8 tests && \
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m browser --durations=8 tests && \
 	echo "[time] browser tests: $$(( $$(date +%s) - start )) s"
 
 test-unit: $(STAMP)

@@ -123,7 +123,7 @@ def _broken_links(page_url: str, hrefs: list[str], root: Path) -> list[str]:
     return problems
 
 
-PAGE_SHARDS = 3  # the pages are checked by this many tests, shared out among the workers
+PAGE_SHARDS = 3  # the pages are checked by this many tests (one failure report per third)
 
 
 @pytest.mark.parametrize("shard", range(PAGE_SHARDS))
