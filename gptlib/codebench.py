@@ -45,7 +45,6 @@ __all__ = [
     "make_problem",
     "test_problems",
     "train_problems",
-    "training_text",
 ]
 
 
@@ -252,7 +251,3 @@ def train_problems(count: int, seed: int = 0, test_seed: int = 0) -> list[HumanE
             out.append(p)
     return out
 
-
-def training_text(count: int, seed: int = 0) -> str:
-    """The training problems written out as source (prompt + body), a blank line between."""
-    return "\n\n".join(p.prompt + p.canonical_solution for p in train_problems(count, seed)) + "\n"

@@ -46,8 +46,8 @@ def test_seen_tier_prompts_never_appear_in_training_and_depth_grows_by_tier():
 def test_same_seed_same_problems_other_seed_other_problems():
     assert codebench.test_problems("composed", seed=0) == codebench.test_problems("composed", seed=0)
     assert codebench.test_problems("composed", seed=0) != codebench.test_problems("composed", seed=1)
-    assert codebench.training_text(50, seed=0) == codebench.training_text(50, seed=0)
-    assert codebench.training_text(50, seed=0) != codebench.training_text(50, seed=1)
+    assert codebench.train_problems(50, seed=0) == codebench.train_problems(50, seed=0)
+    assert codebench.train_problems(50, seed=0) != codebench.train_problems(50, seed=1)
 
 
 def test_bad_tier_is_named():

@@ -138,6 +138,16 @@ def _run_task(task: tuple, settings: dict, source: Path | None, comparisons: lis
     return result
 
 
+def _run_tasks(args: list[tuple], workers: int) -> list[dict]:
+    """``_run_task`` over ``args``: in ``workers`` forked processes, or here when 1."""
+    import multiprocessing as mp
+
+    if workers > 1 and len(args) > 1:
+        with mp.get_context("fork").Pool(min(workers, len(args))) as pool:
+            return pool.starmap(_run_task, args, chunksize=1)
+    return [_run_task(*a) for a in args]
+
+
 def _tasks(s: dict) -> list[tuple[str, str, int, Any]]:
     tasks: list[tuple[str, str, int, Any]] = [("ppo", f"ppo_seed{k}", k, {}) for k in s["seeds"]]
     tasks += [("ppo", f"ppo_beta0_seed{k}", k, {"adaptive_kl": False, "init_kl_coef": 0.0})
@@ -223,7 +233,6 @@ def _extend_runs(ctx: RecipeContext) -> None:
     Each run depends only on its own task (its own process, seed and generators), so the result
     is what the whole recipe gives; ``meta.json`` keeps the whole recipe's command.
     """
-    import multiprocessing as mp
 
     from gptlib import assets
 
@@ -238,12 +247,7 @@ def _extend_runs(ctx: RecipeContext) -> None:
     if any(t[0] == "dpo" for t in missing):
         S = _Setup(s, source)
         train_c, _ = _comparisons(S, source)
-    args = [(t, s, source, train_c) for t in missing]
-    if s["workers"] > 1 and len(args) > 1:
-        with mp.get_context("fork").Pool(min(s["workers"], len(args))) as pool:
-            results = pool.starmap(_run_task, args, chunksize=1)
-    else:
-        results = [_run_task(*a) for a in args]
+    results = _run_tasks([(t, s, source, train_c) for t in missing], s["workers"])
     for (_, name, _, _), res in zip(missing, results):
         res.pop("state")
         runs[name] = res
@@ -323,7 +327,6 @@ def _asdict(config) -> dict:
 def run(ctx: RecipeContext) -> None:
     import copy
     import dataclasses
-    import multiprocessing as mp
 
     from gptlib.rlhf.evaluation import best_of_n, sample_gold, score_samples
 
@@ -342,12 +345,7 @@ def run(ctx: RecipeContext) -> None:
     S = _Setup(s, source)
     train_c, rlhf_settings = _comparisons(S, source)
     tasks = _tasks(s)
-    args = [(t, s, source, train_c) for t in tasks]
-    if s["workers"] > 1:
-        with mp.get_context("fork").Pool(s["workers"]) as pool:
-            results = pool.starmap(_run_task, args, chunksize=1)
-    else:
-        results = [_run_task(*a) for a in args]
+    results = _run_tasks([(t, s, source, train_c) for t in tasks], s["workers"])
     runs = {name: res for (_, name, _, _), res in zip(tasks, results)}
     states = {name: res.pop("state") for name, res in runs.items()}
     sft_eval = S.evaluate(S.sft)
