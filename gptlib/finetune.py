@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from gptlib.data import shakespeare_plays, split_documents
 from gptlib.device import seed_everything
+from gptlib.evaluate import eval_mode
 from gptlib.heads import SequenceClassifier
 from gptlib.model import GPT, lm_loss
 from gptlib.train import TrainConfig, train
@@ -133,12 +134,9 @@ def gpt1_loss(model: SequenceClassifier, x: torch.Tensor, labels: torch.Tensor,
 @torch.no_grad()
 def lm_loss_on(clf: SequenceClassifier, ids: torch.Tensor) -> float:
     """The classifier's GPT body as a language model: its loss on ``ids`` (eval mode)."""
-    was_training = clf.training
-    clf.eval()
     x = ids.to(next(clf.parameters()).device)
-    loss = lm_loss(clf.gpt(x)[:, :-1], x[:, 1:]).item()
-    clf.train(was_training)
-    return loss
+    with eval_mode(clf):
+        return lm_loss(clf.gpt(x)[:, :-1], x[:, 1:]).item()
 
 
 def fine_tune(pretrained: GPT, task: WordOrderTask, init: str, n_labels: int, seed: int,
