@@ -364,6 +364,7 @@ def passk_by_temperature(
     seed: int = 0,
     programs_per_process: int = 1,
     progress: bool = False,
+    only: Sequence[float] | None = None,
 ) -> dict[str, dict]:
     """Sample ``n`` completions per problem at each temperature, judge them, and report
     ``{str(T): {"counts": {task: [n, c]}, "pass@k": {k: value}, "ranked@1": ...}}``.
@@ -371,9 +372,15 @@ def passk_by_temperature(
     At the temperatures in ``rank_at`` it also scores picking one sample per problem by the
     highest mean log-probability (``ranked@1``), next to a random pick (``pass@1``), and keeps
     each problem's pick (``"ranked": {task: passed}``) for paired intervals.
+
+    The i-th temperature samples with seed ``seed + i``; ``only`` computes just those
+    temperatures (the same rows a call without it gives them: how a recipe adds temperatures
+    to a stored measurement).
     """
     out: dict[str, dict] = {}
     for i, temperature in enumerate(temperatures):
+        if only is not None and temperature not in only:
+            continue
         samples = sample_completions(
             model,
             tokenizer,

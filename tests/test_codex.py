@@ -132,3 +132,36 @@ def test_constant_positions_find_exactly_the_docstring_constants():
         p = codebench.make_problem(template, constants, "t", rng)
         found = sorted(constant_positions(p.canonical_solution))
         assert [p.canonical_solution[i] for i in found] == [str(c) for c in constants if c is not None]
+
+
+def test_passk_by_temperature_only_recomputes_the_same_rows(monkeypatch):
+    # A recipe adds temperatures to a stored measurement with `only`: the rows it computes
+    # must be the ones the whole call gives, so each temperature must be sampled with the same
+    # seed (its index in the list) and give the same samples.
+    import torch
+
+    from gptlib import codebench, codex
+    from gptlib.model import GPT, GPTConfig
+
+    calls = []
+    sample = codex.sample_completions
+
+    def recording(*args, **kwargs):
+        out = sample(*args, **kwargs)
+        calls.append((kwargs["temperature"], kwargs["seed"], out))
+        return out
+
+    monkeypatch.setattr(codex, "sample_completions", recording)
+    tok = code_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=256, n_layer=1, n_head=2,
+                          n_embd=16)).eval()
+    problems = codebench.test_problems("seen", n=2, seed=0)
+    kwargs = dict(ks=(1, 2), max_new_tokens=12, rank_at=(1.5,), progress=False, seed=4)
+    whole = codex.passk_by_temperature(model, tok, problems, 3, [0.5, 1.5], **kwargs)
+    part = codex.passk_by_temperature(model, tok, problems, 3, [0.5, 1.5], only=[1.5], **kwargs)
+    assert list(whole) == ["0.5", "1.5"] and list(part) == ["1.5"]
+    assert part["1.5"] == whole["1.5"] and "ranked" in part["1.5"]
+    (t0, s0, x0), (t1, s1, x1), (t2, s2, x2) = calls
+    assert (t0, s0, t1, s1, t2, s2) == (0.5, 4, 1.5, 5, 1.5, 5)
+    assert x2 == x1 and x0 != x1  # the same samples; another seed, other samples

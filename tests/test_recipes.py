@@ -81,6 +81,30 @@ def test_ppo_runs_extension_recomputes_a_missing_run_identically(tmp_path):
     assert sorted(extended["history"]["runs"]) == sorted(whole["history"]["runs"])
 
 
+@pytest.mark.slow
+def test_codex_extension_adds_temperatures_as_the_whole_recipe_measures_them(tmp_path):
+    """``--extend true`` measures on the stored codex/small only the temperatures it lacks;
+    the rows it adds are the whole recipe's rows for them, and the rest is kept."""
+    two = {"eval.temperatures": [0.8, 1.6], "eval.rank_at": [0.8, 1.6]}
+    run_recipe("codex", mode="quick", out=tmp_path / "whole", overrides=two)
+    whole = assets.load("codex/small", root=tmp_path / "whole").meta
+    run_recipe("codex", mode="quick", out=tmp_path / "grown")  # [0.8] only (the quick table)
+    first = assets.load("codex/small", root=tmp_path / "grown").meta
+    run_recipe("codex", mode="quick", out=tmp_path / "grown", overrides={**two, "extend": True})
+    grown = assets.load("codex/small", root=tmp_path / "grown").meta
+    assert [e["temperatures"] for e in grown["metrics"]["extended"]] == [
+        {tier: [1.6] for tier in whole["metrics"]["tiers"]}]
+    assert grown["command"] == first["command"]  # the whole recipe still rebuilds it
+    for tier, rows in whole["metrics"]["tiers"].items():
+        assert grown["metrics"]["tiers"][tier] == rows
+        assert list(grown["metrics"]["tiers"][tier]) == ["0.8", "1.6"]
+    assert grown["metrics"]["body_nll"] == first["metrics"]["body_nll"]
+    assert grown["settings"] == whole["settings"]
+    with pytest.raises(ValueError, match="run the whole recipe"):
+        run_recipe("codex", mode="quick", out=tmp_path / "grown",
+                   overrides={**two, "extend": True, "eval.n": 4})
+
+
 def test_unknown_recipe_and_setting_say_did_you_mean(capsys):
     assert main(["pretrian"]) == 2
     assert "Did you mean 'pretrain'" in capsys.readouterr().err

@@ -24,6 +24,8 @@ def run(ctx: RecipeContext) -> None:
     from gptlib.train import TrainConfig, build_model, history_last, train
 
     s = ctx.settings
+    if s["extend"]:
+        return _extend(ctx)
     seed_everything(s["seed"])
     tok = codex.code_tokenizer()
     train_set = codebench.train_problems(s["data"]["problems"], seed=s["data"]["seed"])
@@ -107,3 +109,56 @@ def run(ctx: RecipeContext) -> None:
         metrics=metrics,
         history=result.history,
     )
+
+
+def _extend(ctx: RecipeContext) -> None:
+    """``--extend true``: measure on the existing ``codex/small`` the temperatures (and the
+    ranked picks) in the settings that its metrics lack; every other number is kept.
+
+    The i-th temperature samples with seed ``eval.seed + i`` whatever else is measured, so
+    the added rows are what the whole recipe gives for them, on the same model (training is
+    deterministic with one thread). ``meta.json`` keeps the whole recipe's command.
+    """
+    from gptlib import assets, codebench, codex
+
+    s, ev = ctx.settings, ctx.settings["eval"]
+    root = ctx.out if (ctx.out / "codex" / "small" / "meta.json").exists() else None
+    old = assets.load("codex/small", root=root)
+    kept = {k: v for k, v in old.meta["settings"].items() if k not in ("eval", "extend")}
+    now = {k: v for k, v in s.items() if k not in ("eval", "extend")}
+    if kept != now or {k: v for k, v in old.meta["settings"]["eval"].items()
+                       if k not in ("temperatures", "rank_at")} != {
+                           k: v for k, v in ev.items() if k not in ("temperatures", "rank_at")}:
+        raise ValueError("--extend adds temperatures to codex/small as it was measured; these "
+                         "settings differ from its own in more than eval.temperatures and "
+                         "eval.rank_at: run the whole recipe instead")
+    metrics = dict(old.meta["metrics"])
+    tiers = {tier: dict(rows) for tier, rows in metrics["tiers"].items()}
+    added: dict[str, list[float]] = {}
+    for tier in codebench.TIERS:
+        todo = [T for T in ev["temperatures"] if str(T) not in tiers[tier]
+                or (T in ev["rank_at"] and "ranked" not in tiers[tier][str(T)])]
+        if not todo:
+            continue
+        problems = codebench.test_problems(tier, n=ev["problems_per_tier"], seed=ev["seed"])
+        rows = codex.passk_by_temperature(
+            old.model, old.tokenizer, problems, ev["n"], ev["temperatures"],
+            max_new_tokens=ev["max_new_tokens"], rank_at=ev["rank_at"], seed=ev["seed"],
+            programs_per_process=ev["programs_per_process"], progress=not ctx.quick, only=todo)
+        tiers[tier].update(rows)
+        tiers[tier] = {str(T): tiers[tier][str(T)] for T in ev["temperatures"]}
+        added[tier] = todo
+        print(tier, {T: row["pass@k"] for T, row in rows.items()}, flush=True)
+    metrics["tiers"] = tiers
+    metrics["eval"] = {**metrics["eval"], "temperatures": ev["temperatures"],
+                       "rank_at": ev["rank_at"]}
+    metrics["extended"] = [*metrics.get("extended", []),
+                           {"command": ctx.command, "temperatures": added,
+                            "wall_s": round(ctx.elapsed(), 1)}]
+    path = assets.save(
+        "codex/small", command=old.meta["command"], root=ctx.out,
+        settings={**s, "extend": False}, metrics=metrics,
+        history=old.meta["history"], wall_s=old.meta["wall_s"] + ctx.elapsed(),
+        model=old.model, builder=old.meta["model"]["builder"],
+        model_config=old.meta["model"]["config"], tokenizer=old.tokenizer)
+    print(f"[codex] wrote {path}", flush=True)
