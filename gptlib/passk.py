@@ -26,6 +26,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from gptlib import stats
+
 __all__ = [
     "pass_at_k",
     "naive_pass_at_k",
@@ -161,15 +163,10 @@ def bootstrap_interval(
     values: Sequence[float], reps: int = 10_000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float, float]:
     """``(mean, low, high)``: the mean of per-problem ``values`` and its percentile bootstrap
-    interval (problems resampled with replacement). For a difference between two ways of
-    scoring the same problems (ranked pick minus random pick, one temperature minus another)
-    pass the per-problem differences: the pairing removes the problems' own difficulty from
-    the noise."""
-    xs = np.asarray(values, dtype=float)
-    if xs.ndim != 1 or len(xs) < 2:
-        raise ValueError(f"bootstrap_interval needs at least 2 values, got {len(xs)}")
-    rng = np.random.default_rng(seed)
-    means = xs[rng.integers(0, len(xs), size=(reps, len(xs)))].mean(axis=1)
-    tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(xs.mean()), float(low), float(high)
+    interval (problems resampled with replacement; :func:`gptlib.stats.bootstrap_interval`).
+    For a difference between two ways of scoring the same problems (ranked pick minus random
+    pick, one temperature minus another) pass the per-problem differences: the pairing removes
+    the problems' own difficulty from the noise."""
+    if len(values) < 2:
+        raise ValueError(f"bootstrap_interval needs at least 2 values, got {len(values)}")
+    return stats.bootstrap_interval(values, n_resamples=reps, seed=seed, level=level)

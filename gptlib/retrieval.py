@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gptlib.stats import bootstrap_interval
+
 __all__ = ["ranks_of_targets", "mrr", "recall_at_k", "retrieval_metrics", "random_mrr",
            "ExactIndex", "FaissIndex", "code_words", "TfidfRetriever", "BM25Retriever",
            "reciprocal_rank_fusion", "paired_bootstrap", "mrr_interval"]
@@ -249,12 +251,7 @@ def paired_bootstrap(ranks_a: torch.Tensor | Sequence[int], ranks_b: torch.Tenso
     if a.shape != b.shape or a.dim() != 1 or a.numel() == 0:
         raise ValueError(f"need the ranks of the same queries for both systems, got shapes "
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
-    g = torch.Generator().manual_seed(seed)
-    rows = torch.randint(0, a.numel(), (n_resamples, a.numel()), generator=g)
-    diffs = (a[rows] - b[rows]).mean(dim=1)
-    alpha = (1 - level) / 2
-    low, high = torch.quantile(diffs, torch.tensor([alpha, 1 - alpha], dtype=torch.float64))
-    return float((a - b).mean()), float(low), float(high)
+    return bootstrap_interval(a - b, n_resamples=n_resamples, seed=seed, level=level)
 
 
 def mrr_interval(ranks: torch.Tensor | Sequence[int], n_resamples: int = 2000, seed: int = 0,
@@ -263,8 +260,4 @@ def mrr_interval(ranks: torch.Tensor | Sequence[int], n_resamples: int = 2000, s
     rr = 1.0 / torch.as_tensor(ranks, dtype=torch.float64)
     if rr.dim() != 1 or rr.numel() == 0:
         raise ValueError(f"need a 1-D tensor of ranks, got shape {tuple(rr.shape)}")
-    g = torch.Generator().manual_seed(seed)
-    means = rr[torch.randint(0, rr.numel(), (n_resamples, rr.numel()), generator=g)].mean(dim=1)
-    alpha = (1 - level) / 2
-    low, high = torch.quantile(means, torch.tensor([alpha, 1 - alpha], dtype=torch.float64))
-    return float(rr.mean()), float(low), float(high)
+    return bootstrap_interval(rr, n_resamples=n_resamples, seed=seed, level=level)

@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from gptlib.stats import bootstrap_interval
+
 __all__ = ["sample_gold", "paired_bootstrap", "win_rate_of", "best_of_n", "score_samples"]
 
 
@@ -54,13 +56,7 @@ def paired_bootstrap(a: torch.Tensor | Sequence[float], b: torch.Tensor | Sequen
     if a.shape != b.shape or a.dim() != 1 or a.numel() < 2:
         raise ValueError(f"need one score per prompt for both policies (>= 2 prompts), got shapes "
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
-    d = a - b
-    g = torch.Generator().manual_seed(seed)
-    rows = torch.randint(0, d.numel(), (n_resamples, d.numel()), generator=g)
-    means = d[rows].mean(dim=1)
-    alpha = (1 - level) / 2
-    low, high = torch.quantile(means, torch.tensor([alpha, 1 - alpha], dtype=torch.float64))
-    return float(d.mean()), float(low), float(high)
+    return bootstrap_interval(a - b, n_resamples=n_resamples, seed=seed, level=level)
 
 
 def win_rate_of(a: torch.Tensor | Sequence[float], b: torch.Tensor | Sequence[float]) -> float:
