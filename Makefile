@@ -17,9 +17,9 @@ PIP        := $(BIN)/python -m pip
 # pip warns about find-links folders of this machine that do not exist; the noise hides real errors.
 PIPQUIET   := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 # pip's find-links (where the torch wheel lies on this kind of machine), for uv, which reads no
-# pip configuration
-FIND_LINKS    := $(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
-UV_FIND_LINKS := $(addprefix --find-links ,$(FIND_LINKS))
+# pip configuration (`=`: asked of pip only when the venv is installed, not on every make)
+FIND_LINKS     = $(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+UV_FIND_LINKS  = $(addprefix --find-links ,$(FIND_LINKS))
 
 # `make lab` leaves GPTLIB_FAST unset unless you set it: chapters then run full size on CUDA, fast elsewhere.
 ifeq ($(origin GPTLIB_FAST),undefined)

@@ -48,22 +48,7 @@ def run(ctx: RecipeContext) -> None:
     }
     print("body NLL (nats/char):", nll, flush=True)
 
-    tiers = {}
-    for tier in codebench.TIERS:
-        problems = codebench.test_problems(tier, n=ev["problems_per_tier"], seed=ev["seed"])
-        tiers[tier] = codex.passk_by_temperature(
-            model,
-            tok,
-            problems,
-            ev["n"],
-            ev["temperatures"],
-            max_new_tokens=ev["max_new_tokens"],
-            rank_at=ev["rank_at"],
-            seed=ev["seed"],
-            programs_per_process=ev["programs_per_process"],
-            progress=not ctx.quick,
-        )
-        print(tier, {T: row["pass@k"] for T, row in tiers[tier].items()}, flush=True)
+    tiers = {tier: _measure_tier(model, tok, tier, ev, not ctx.quick) for tier in codebench.TIERS}
     he = s["humaneval"]
     start = time.perf_counter()
     humaneval_problems = codex.load_humaneval()[: he["problems"] or None]
@@ -92,11 +77,7 @@ def run(ctx: RecipeContext) -> None:
         "eval": {
             **ev,
             "problems": {
-                t: [
-                    p.task_id
-                    for p in codebench.test_problems(t, n=ev["problems_per_tier"], seed=ev["seed"])
-                ]
-                for t in codebench.TIERS
+                t: [p.task_id for p in _tier_problems(t, ev)] for t in codebench.TIERS
             },
         },
     }
@@ -111,6 +92,34 @@ def run(ctx: RecipeContext) -> None:
     )
 
 
+def _tier_problems(tier: str, ev: dict) -> list:
+    from gptlib import codebench
+
+    return codebench.test_problems(tier, n=ev["problems_per_tier"], seed=ev["seed"])
+
+
+def _measure_tier(model, tok, tier: str, ev: dict, progress: bool, only=None) -> dict:
+    """pass@k (and ranked picks) of one tier at the temperatures of ``ev`` (``only``: just
+    those, see :func:`gptlib.codex.passk_by_temperature`)."""
+    from gptlib import codex
+
+    rows = codex.passk_by_temperature(
+        model,
+        tok,
+        _tier_problems(tier, ev),
+        ev["n"],
+        ev["temperatures"],
+        max_new_tokens=ev["max_new_tokens"],
+        rank_at=ev["rank_at"],
+        seed=ev["seed"],
+        programs_per_process=ev["programs_per_process"],
+        progress=progress,
+        only=only,
+    )
+    print(tier, {T: row["pass@k"] for T, row in rows.items()}, flush=True)
+    return rows
+
+
 def _extend(ctx: RecipeContext) -> None:
     """``--extend true``: measure on the existing ``codex/small`` the temperatures (and the
     ranked picks) in the settings that its metrics lack; every other number is kept.
@@ -119,16 +128,17 @@ def _extend(ctx: RecipeContext) -> None:
     the added rows are what the whole recipe gives for them, on the same model (training is
     deterministic with one thread). ``meta.json`` keeps the whole recipe's command.
     """
-    from gptlib import assets, codebench, codex
+    from gptlib import assets, codebench
 
     s, ev = ctx.settings, ctx.settings["eval"]
-    root = ctx.out if (ctx.out / "codex" / "small" / "meta.json").exists() else None
-    old = assets.load("codex/small", root=root)
-    kept = {k: v for k, v in old.meta["settings"].items() if k not in ("eval", "extend")}
-    now = {k: v for k, v in s.items() if k not in ("eval", "extend")}
-    if kept != now or {k: v for k, v in old.meta["settings"]["eval"].items()
-                       if k not in ("temperatures", "rank_at")} != {
-                           k: v for k, v in ev.items() if k not in ("temperatures", "rank_at")}:
+    old = assets.load("codex/small", root=ctx.root_of("codex/small"))
+
+    def measured_alike(settings: dict) -> dict:  # all but what --extend may add to
+        return {**{k: v for k, v in settings.items() if k != "extend"},
+                "eval": {k: v for k, v in settings["eval"].items()
+                         if k not in ("temperatures", "rank_at")}}
+
+    if measured_alike(old.meta["settings"]) != measured_alike(s):
         raise ValueError("--extend adds temperatures to codex/small as it was measured; these "
                          "settings differ from its own in more than eval.temperatures and "
                          "eval.rank_at: run the whole recipe instead")
@@ -140,15 +150,10 @@ def _extend(ctx: RecipeContext) -> None:
                 or (T in ev["rank_at"] and "ranked" not in tiers[tier][str(T)])]
         if not todo:
             continue
-        problems = codebench.test_problems(tier, n=ev["problems_per_tier"], seed=ev["seed"])
-        rows = codex.passk_by_temperature(
-            old.model, old.tokenizer, problems, ev["n"], ev["temperatures"],
-            max_new_tokens=ev["max_new_tokens"], rank_at=ev["rank_at"], seed=ev["seed"],
-            programs_per_process=ev["programs_per_process"], progress=not ctx.quick, only=todo)
-        tiers[tier].update(rows)
+        tiers[tier].update(_measure_tier(old.model, old.tokenizer, tier, ev, not ctx.quick,
+                                         only=todo))
         tiers[tier] = {str(T): tiers[tier][str(T)] for T in ev["temperatures"]}
         added[tier] = todo
-        print(tier, {T: row["pass@k"] for T, row in rows.items()}, flush=True)
     metrics["tiers"] = tiers
     metrics["eval"] = {**metrics["eval"], "temperatures": ev["temperatures"],
                        "rank_at": ev["rank_at"]}

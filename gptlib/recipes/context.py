@@ -30,6 +30,11 @@ class RecipeContext:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
+    def root_of(self, asset: str) -> Path | None:
+        """Where to load ``asset`` from: ``out`` if this run's output folder holds it (made by
+        an earlier step or an earlier run there), else None (the shipped ``assets/``)."""
+        return self.out if (self.out / asset / "meta.json").exists() else None
+
     def save(self, asset: str, **kwargs: Any) -> Path:
         """Write ``asset`` under ``out`` (see :func:`gptlib.assets.save` for the keywords)."""
         kwargs.setdefault("wall_s", self.elapsed())

@@ -269,11 +269,10 @@ def run(ctx: RecipeContext) -> None:
             f"--only {s['only']!r}: the only part this recipe runs alone is 'ppo_trained' "
             "(leave it empty to run everything)"
         )
-    source = ctx.out if (ctx.out / "rlhf" / "sft" / "meta.json").exists() else None
+    source = ctx.root_of("rlhf/sft")
     if s["only"] == "ppo_trained":
         # add the trained-PPO curve to the existing measurement (in --out, else the shipped one)
-        mine = ctx.out / "rlhf" / "overoptimisation" / "meta.json"
-        old = assets.load("rlhf/overoptimisation", root=ctx.out if mine.exists() else None)
+        old = assets.load("rlhf/overoptimisation", root=ctx.root_of("rlhf/overoptimisation"))
         metrics = dict(old.meta["metrics"])
         metrics["ppo_trained"] = _ppo_trained(s, source, ctx.command)
         # the full command makes both parts (each is seeded on its own); its wall time is the sum

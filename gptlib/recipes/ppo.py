@@ -237,9 +237,9 @@ def _extend_runs(ctx: RecipeContext) -> None:
     from gptlib import assets
 
     s = ctx.settings
-    root = ctx.out if (ctx.out / "rlhf" / "ppo-runs" / "meta.json").exists() else None
+    root = ctx.root_of("rlhf/ppo-runs")
     old = assets.load("rlhf/ppo-runs", root=root).meta
-    source = ctx.out if (ctx.out / "rlhf" / "sft" / "meta.json").exists() else None
+    source = ctx.root_of("rlhf/sft")
     runs = {_OLD_NAMES.get(k, k): v for k, v in old["history"]["runs"].items()}
     missing = [t for t in _tasks(s) if t[1] not in runs]
     print(f"[ppo] adding {[t[1] for t in missing]} to rlhf/ppo-runs", flush=True)
@@ -289,7 +289,7 @@ def _chat(ctx: RecipeContext) -> None:
     torch.set_num_threads(1)
     s, c, t0 = ctx.settings, ctx.settings["chat"], time.perf_counter()
     world = ToyWorld(s["world_seed"])
-    root = ctx.out if (ctx.out / "rlhf" / "ppo" / "meta.json").exists() else None
+    root = ctx.root_of("rlhf/ppo")
     ppo = assets.load("rlhf/ppo", root=root)
     lm, tok = ppo.model, ppo.tokenizer
     demos = [(t, world.demonstration(p)) for t, p in follow_up_dialogues(world, c["follow_ups"],
@@ -341,7 +341,7 @@ def run(ctx: RecipeContext) -> None:
         raise ValueError(f"--only {s['only']!r}: this recipe makes alone only 'rlhf/chat' or "
                          "'rlhf/ppo-runs' (its missing runs); leave it empty to make them all")
     # the chain rlhf -> ppo into one --out folder (the tests' quick runs), else the shipped models
-    source = ctx.out if (ctx.out / "rlhf" / "sft" / "meta.json").exists() else None
+    source = ctx.root_of("rlhf/sft")
     S = _Setup(s, source)
     train_c, rlhf_settings = _comparisons(S, source)
     tasks = _tasks(s)
